@@ -1,0 +1,193 @@
+"""Plain-Python utilities shared by every layer: attribute dicts, building objects by
+dotted name, time formatting and cached URL opening. No torch here (see STYLE.md, Layers)."""
+
+import hashlib
+import importlib
+import io
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+# ---------------------------------------------------------------------------------------------
+
+
+class EasyDict(dict):
+    """A dict whose keys can also be read and written as attributes (`d.lr` == `d['lr']`)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        del self[name]
+
+
+def format_time(seconds: float) -> str:
+    """Human-readable duration: '42s', '3m 05s', '2h 07m 13s', '1d 04h 10m'."""
+    s = int(round(seconds))
+    if s < 60:
+        return f'{s}s'
+    if s < 60 * 60:
+        return f'{s // 60}m {s % 60:02d}s'
+    if s < 24 * 60 * 60:
+        return f'{s // 3600}h {(s // 60) % 60:02d}m {s % 60:02d}s'
+    return f'{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m'
+
+# ---------------------------------------------------------------------------------------------
+# Objects by dotted name ('training.networks.Generator').
+
+
+def get_obj_by_name(name: str) -> Any:
+    """Import the longest importable module prefix of `name` and return the attribute path after it."""
+    parts = name.split('.')
+    for split in range(len(parts) - 1, 0, -1):
+        module_name = '.'.join(parts[:split])
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            # Only swallow "this prefix is not a module"; an import error *inside* the module is real.
+            if e.name is not None and module_name.startswith(e.name):
+                continue
+            raise
+        try:
+            for attr in parts[split:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            raise ImportError(f"'{name}': module '{module_name}' has no attribute path "
+                              f"'{'.'.join(parts[split:])}'") from None
+        return obj
+    # A bare top-level module name.
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        raise ImportError(f"Cannot import '{name}': no importable module prefix found") from None
+
+
+def call_func_by_name(*args, func_name: str, **kwargs) -> Any:
+    """Look up a function by dotted name and call it with the given arguments."""
+    func = get_obj_by_name(func_name)
+    if not callable(func):
+        raise TypeError(f"'{func_name}' is not callable")
+    return func(*args, **kwargs)
+
+
+def construct_class_by_name(*args, class_name: str, **kwargs) -> Any:
+    """Look up a class by dotted name and construct it with the given arguments."""
+    return call_func_by_name(*args, func_name=class_name, **kwargs)
+
+# ---------------------------------------------------------------------------------------------
+# Cache directory and URL opening.
+
+_cache_dir_override: str | None = None
+
+
+def set_cache_dir(path: str | None) -> None:
+    """Override the cache root for this process (None restores the default lookup)."""
+    global _cache_dir_override
+    _cache_dir_override = path
+
+
+def make_cache_dir_path(*paths: str) -> str:
+    """Path under the cache root: `set_cache_dir`, else $DNNLIB_CACHE_DIR, else
+    $XDG_CACHE_HOME/dnnlib, else ~/.cache/dnnlib."""
+    if _cache_dir_override is not None:
+        root = _cache_dir_override
+    elif 'DNNLIB_CACHE_DIR' in os.environ:
+        root = os.environ['DNNLIB_CACHE_DIR']
+    elif 'XDG_CACHE_HOME' in os.environ:
+        root = os.path.join(os.environ['XDG_CACHE_HOME'], 'dnnlib')
+    else:
+        root = os.path.join(os.path.expanduser('~'), '.cache', 'dnnlib')
+    return os.path.join(root, *paths)
+
+
+def is_url(obj: Any, allow_file_urls: bool = False) -> bool:
+    """True for 'http(s)://host/...' strings (and 'file://...' if allowed)."""
+    if not isinstance(obj, str) or '://' not in obj:
+        return False
+    if allow_file_urls and obj.startswith('file://'):
+        return True
+    parsed = urllib.parse.urlparse(obj)
+    return parsed.scheme in ('http', 'https') and bool(parsed.netloc)
+
+
+def url_cache_path(url: str, cache_dir: str | None = None) -> str:
+    """Where `open_url` keeps (and looks for) the download of `url`: <cache>/<md5 of url>_<file name>."""
+    cache_dir = cache_dir if cache_dir is not None else make_cache_dir_path('downloads')
+    url_md5 = hashlib.md5(url.encode('utf-8')).hexdigest()
+    name = os.path.basename(urllib.parse.urlparse(url).path) or 'download'
+    name = re.sub(r'[^0-9a-zA-Z._-]+', '_', name)
+    return os.path.join(cache_dir, f'{url_md5}_{name}')
+
+
+class DownloadError(OSError):
+    """Raised when a URL cannot be fetched; the message says where to place the file instead."""
+
+
+def open_url(url: str, cache_dir: str | None = None, num_attempts: int = 3, timeout_s: float = 30.0,
+             cache: bool = True, return_filename: bool = False) -> Any:
+    """Open a local path, a `file://` URL or an `http(s)://` URL as a binary file object.
+
+    Downloads are stored atomically under `url_cache_path(url, cache_dir)` and reused. When the
+    network is unreachable, raises one `DownloadError` naming the URL and the cache path where the
+    file can be placed by hand. `return_filename=True` returns the local path instead of a file.
+    """
+    if not isinstance(url, str) or not url:
+        raise ValueError(f'open_url: expected a non-empty path or URL string, got {url!r}')
+
+    if not is_url(url, allow_file_urls=True):
+        if not os.path.isfile(url):
+            raise FileNotFoundError(f"File not found: '{url}'")
+        return url if return_filename else open(url, 'rb')
+    if url.startswith('file://'):
+        path = urllib.request.url2pathname(urllib.parse.urlparse(url).path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"File not found: '{path}' (from {url})")
+        return path if return_filename else open(path, 'rb')
+
+    cache_path = url_cache_path(url, cache_dir)
+    if cache and os.path.isfile(cache_path):
+        return cache_path if return_filename else open(cache_path, 'rb')
+
+    data = _download(url, num_attempts, timeout_s, cache_path)
+    if cache:
+        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+        fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(cache_path), prefix='.tmp_')
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+        os.replace(tmp_path, cache_path)
+        if return_filename:
+            return cache_path
+    elif return_filename:
+        raise ValueError('open_url: return_filename=True requires cache=True for URLs')
+    return io.BytesIO(data)
+
+
+def _download(url: str, num_attempts: int, timeout_s: float, cache_path: str) -> bytes:
+    last_error: Exception | None = None
+    for _ in range(max(num_attempts, 1)):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                return response.read()
+        except urllib.error.HTTPError as e:
+            if e.code in (401, 403, 404):  # Retrying will not help.
+                last_error = e
+                break
+            last_error = e
+        except (urllib.error.URLError, OSError) as e:
+            last_error = e
+    raise DownloadError(f'Cannot download {url} ({last_error}); if you are offline, fetch the file '
+                        f'elsewhere and place it at {cache_path} (or pass a local path instead of the URL)')
+
+# ---------------------------------------------------------------------------------------------
+
+

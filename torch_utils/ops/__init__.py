@@ -1,0 +1,1 @@
+"""Fused ops with pure-PyTorch references (`impl='ref'`) and CUDA kernels (`impl='cuda'`)."""
