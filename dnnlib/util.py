@@ -191,3 +191,30 @@ def _download(url: str, num_attempts: int, timeout_s: float, cache_path: str) ->
 # ---------------------------------------------------------------------------------------------
 
 
+
+# ---------------------------------------------------------------------------------------------
+# Errors for the person at the keyboard (interfaces.md section 4).
+
+
+class UserError(Exception):
+    """Bad input from the user (flag, config, file). Command lines print its one-line message as
+    the last line of output and exit with status 2, without a traceback."""
+
+
+def run_cli(command, args=None) -> None:
+    """Run a click command; turn `UserError` (and click's own usage errors) into a one-line
+    message on stderr and exit status 2."""
+    import sys
+
+    import click  # Only command lines need click; keep dnnlib importable without it.
+    try:
+        command.main(args=args, standalone_mode=False)
+    except UserError as e:
+        print(f'Error: {e}', file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        print('Error: aborted', file=sys.stderr)
+        sys.exit(1)
+    except click.ClickException as e:
+        print(f'Error: {e.format_message()}', file=sys.stderr)
+        sys.exit(e.exit_code if e.exit_code else 2)

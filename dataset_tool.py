@@ -1,0 +1,169 @@
+"""Convert a folder or zip of images into a training archive in the official StyleGAN2-ADA layout.
+
+    python dataset_tool.py --source ~/photos --dest ~/datasets/photos256.zip \\
+        --resolution 256x256 --transform center-crop
+
+Output: `00000/img00000000.png`, ... plus `dataset.json` (the source's labels, when it has a
+dataset.json, mapped to the new names; otherwise `{"labels": null}`). Written atomically.
+"""
+
+import re
+
+import click
+import numpy as np
+import PIL.Image
+
+from training.dataset import DatasetError, DatasetWriter, ImageArchive, image_header, is_power_of_two
+
+TRANSFORMS = ('center-crop', 'center-crop-wide')
+
+
+def parse_resolution(text: str | None) -> tuple[int, int] | None:
+    """'WxH' -> (W, H); None stays None."""
+    if text is None:
+        return None
+    m = re.fullmatch(r'\s*(\d+)\s*[xX]\s*(\d+)\s*', text)
+    if m is None or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise DatasetError(f"--resolution: expected WxH with positive integers, e.g. 256x256, got '{text}'")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _resize(img: PIL.Image.Image, width: int, height: int) -> PIL.Image.Image:
+    if img.size == (width, height):
+        return img
+    return img.resize((width, height), PIL.Image.LANCZOS)
+
+
+def _crop_centre(img: PIL.Image.Image, aspect: float) -> PIL.Image.Image:
+    """The largest centred region with width / height == aspect."""
+    w, h = img.size
+    cw, ch = (w, round(w / aspect)) if w / h < aspect else (round(h * aspect), h)
+    cw, ch = min(max(cw, 1), w), min(max(ch, 1), h)
+    x0, y0 = (w - cw) // 2, (h - ch) // 2
+    return img.crop((x0, y0, x0 + cw, y0 + ch))
+
+
+def transform_image(img: PIL.Image.Image, resolution: tuple[int, int] | None, transform: str | None) -> PIL.Image.Image:
+    """Apply --resolution / --transform to one image.
+
+    - no transform: resize to WxH when --resolution is given (aspect ratio not kept), else unchanged;
+    - center-crop: largest centred square, resized to WxH;
+    - center-crop-wide: largest centred W:H region, resized to WxH, then letterboxed (black bars
+      above and below) into a WxW square, for wide subjects such as cars.
+    """
+    if transform is None:
+        return img if resolution is None else _resize(img, *resolution)
+    width, height = resolution
+    if transform == 'center-crop':
+        return _resize(_crop_centre(img, 1.0), width, height)
+    assert transform == 'center-crop-wide', transform
+    band = _resize(_crop_centre(img, width / height), width, height)
+    canvas = PIL.Image.new(img.mode, (width, width))
+    canvas.paste(band, (0, (width - height) // 2))
+    return canvas
+
+
+def _check_options(resolution, transform) -> None:
+    """Option consistency, before any image is read."""
+    if transform is not None and transform not in TRANSFORMS:
+        raise DatasetError(f"--transform: unknown value '{transform}'; choose one of {', '.join(TRANSFORMS)}")
+    if transform is not None and resolution is None:
+        raise DatasetError(f'--transform {transform} requires --resolution WxH')
+    if resolution is None:
+        return
+    width, height = resolution
+    if transform == 'center-crop-wide':
+        if height > width:
+            raise DatasetError(f'--resolution {width}x{height}: center-crop-wide needs H <= W (it letterboxes into WxW)')
+        out = width
+    elif width != height:
+        raise DatasetError(f'--resolution {width}x{height}: training images must be square; use WxW, or '
+                           f'--transform center-crop-wide to letterbox wide images into a square')
+    else:
+        out = width
+    if not is_power_of_two(out):
+        raise DatasetError(f'--resolution {width}x{height}: the output size {out} must be a power of two')
+
+
+def convert_dataset(source: str, dest: str, resolution: str | tuple | None = None, transform: str | None = None,
+                    max_images: int | None = None) -> int:
+    """Convert the images of `source` (directory or zip) into the archive `dest` (.zip or directory).
+
+    Args:
+        source:     input directory (searched recursively) or zip of PNG/JPEG files.
+        dest:       output .zip, or a new/empty directory.
+        resolution: 'WxH' string or (W, H); None keeps the source size (which must then be square).
+        transform:  None, 'center-crop' or 'center-crop-wide' (see `transform_image`).
+        max_images: convert only the first N images (in sorted name order); None = all.
+    Returns:
+        number of images written. Raises `DatasetError` (one line) for bad options or images.
+    """
+    if isinstance(resolution, str) or resolution is None:
+        resolution = parse_resolution(resolution)
+    _check_options(resolution, transform)
+    if max_images is not None and max_images < 1:
+        raise DatasetError(f'--max-images must be at least 1, got {max_images}')
+
+    archive = ImageArchive(source, what='--source')
+    names = archive.image_names[:max_images] if max_images is not None else archive.image_names
+    if not names:
+        raise DatasetError(f'--source {source}: no PNG or JPEG images found (searched recursively)')
+    labels = archive.read_labels()
+    if labels is not None:
+        missing = [n for n in names if n not in labels]
+        if missing:
+            raise DatasetError(f'{archive.describe("dataset.json")}: no label for {len(missing)} image(s), '
+                               f'e.g. {missing[0]}')
+    # Grayscale output only when every source image is grayscale; anything else becomes RGB.
+    gray = all(image_header(archive, n)[2] in ('L', '1') for n in names)
+
+    try:
+        count = _write_images(archive, names, labels, gray, dest, resolution, transform, source)
+    finally:
+        archive.close()
+    return count
+
+
+def _write_images(archive, names, labels, gray, dest, resolution, transform, source) -> int:
+    """Transform and write every image; the archive appears only when all succeeded."""
+    expected = None  # (name, size) of the first output image; all others must match it.
+    with DatasetWriter(dest) as writer:
+        for name in names:
+            with archive.open(name) as f:
+                img = PIL.Image.open(f)
+                img = img.convert('L' if gray else 'RGB')
+            img = transform_image(img, resolution, transform)
+            if expected is None:
+                expected = (name, img.size)
+                w, h = img.size
+                if w != h:
+                    raise DatasetError(f'--source {source}: {name} is {w}x{h}, but training images must be square; '
+                                       f'use --transform center-crop --resolution WxW')
+                if not is_power_of_two(w):
+                    raise DatasetError(f'--source {source}: {name} is {w}x{h}, not a power of two; use --resolution')
+            elif img.size != expected[1]:
+                raise DatasetError(f'--source {source}: images differ in size ({expected[0]} is '
+                                   f'{expected[1][0]}x{expected[1][1]}, {name} is {img.size[0]}x{img.size[1]}); '
+                                   f'use --resolution to resize them all')
+            writer.add_image(np.asarray(img), label=None if labels is None else labels[name])
+        count = len(writer)
+    return count
+
+
+@click.command()
+@click.option('--source', required=True, metavar='PATH', help='Input directory or zip of PNG/JPEG images.')
+@click.option('--dest', required=True, metavar='PATH', help='Output .zip or (new/empty) directory.')
+@click.option('--resolution', metavar='WxH', help='Resize every image to this size.')
+@click.option('--transform', type=click.Choice(TRANSFORMS), help='Crop before resizing (needs --resolution).')
+@click.option('--max-images', type=int, metavar='N', help='Convert only the first N images.')
+def main(source, dest, resolution, transform, max_images):
+    """Convert images into a StyleGAN2-ADA training archive (dataset.json labels carried over)."""
+    try:
+        count = convert_dataset(source, dest, resolution=resolution, transform=transform, max_images=max_images)
+    except DatasetError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f'Wrote {count} images to {dest}')
+
+
+if __name__ == '__main__':
+    main()

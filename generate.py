@@ -1,0 +1,112 @@
+"""Generate images with a pretrained StyleGAN2 network pickle (ours or official).
+
+    python generate.py --network net.pkl --seeds 0-7 --trunc 0.7 --outdir out
+"""
+
+import os
+import re
+
+import click
+import numpy as np
+import torch
+
+import dnnlib
+import legacy
+from torch_utils import image_utils
+
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11]; a bad range is a `UserError` naming --seeds."""
+    seeds: list[int] = []
+    for part in str(text).split(','):
+        part = part.strip()
+        match = re.fullmatch(r'(\d+)(?:-(\d+))?', part)
+        if match is None:
+            raise dnnlib.util.UserError(f"--seeds: cannot parse '{part}'; use e.g. '0-7' or '1,5,9-12' "
+                                        f'(non-negative integers, ranges as lo-hi)')
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) is not None else lo
+        if hi < lo:
+            raise dnnlib.util.UserError(f"--seeds: range '{part}' is empty (end < start); write it as {hi}-{lo}")
+        if hi >= 2 ** 32:
+            raise dnnlib.util.UserError(f"--seeds: seed {hi} is too large (numpy seeds are < 2**32)")
+        seeds.extend(range(lo, hi + 1))
+    return seeds
+
+
+def make_label(G: torch.nn.Module, class_idx: int | None, device: torch.device) -> torch.Tensor:
+    """Conditioning vector `[1, c_dim]`: one-hot for conditional networks, empty otherwise."""
+    c = torch.zeros([1, G.c_dim], device=device)
+    if G.c_dim == 0:
+        if class_idx is not None:
+            print(f'warning: --class={class_idx} ignored: the network is unconditional')
+        return c
+    if class_idx is None:
+        raise dnnlib.util.UserError(f'--class is required: the network is conditional with {G.c_dim} '
+                                    f'classes (pass --class N with 0 <= N < {G.c_dim})')
+    if not 0 <= class_idx < G.c_dim:
+        raise dnnlib.util.UserError(f'--class={class_idx} is out of range for {G.c_dim} classes')
+    c[:, class_idx] = 1
+    return c
+
+
+def seed_to_z(seed: int, z_dim: int) -> np.ndarray:
+    """The stylegan convention: `np.random.RandomState(seed).randn(1, z_dim)`."""
+    return np.random.RandomState(seed).randn(1, z_dim)
+
+
+def load_generator(network_pkl: str, device: torch.device) -> torch.nn.Module:
+    """`G_ema` of a snapshot (path or URL), in eval mode on `device`."""
+    try:
+        f = dnnlib.util.open_url(network_pkl)
+    except (FileNotFoundError, dnnlib.util.DownloadError) as e:
+        raise dnnlib.util.UserError(f'--network: {e}') from None
+    with f:
+        G = legacy.load_network_pkl(f)['G_ema']
+    return G.eval().requires_grad_(False).to(device)
+
+
+def generate_images(network_pkl: str, seeds: list[int], outdir: str, truncation_psi: float = 1.0,
+                    class_idx: int | None = None, noise_mode: str = 'const',
+                    device: torch.device = torch.device('cpu')) -> list[str]:
+    """Render one PNG per seed as `outdir/seed%04d.png`; returns the written paths."""
+    if not seeds:
+        raise dnnlib.util.UserError('--seeds: no seeds given')
+    G = load_generator(network_pkl, device)
+    c = make_label(G, class_idx, device)  # validated before anything is written
+    os.makedirs(outdir, exist_ok=True)
+    paths = []
+    for seed in seeds:
+        z = torch.from_numpy(seed_to_z(seed, G.z_dim)).to(device=device, dtype=torch.float32)
+        with torch.no_grad():
+            img = G(z, c, truncation_psi=truncation_psi, noise_mode=noise_mode)
+        path = os.path.join(outdir, f'seed{seed:04d}.png')
+        image_utils.save_png_atomic(image_utils.to_pil(image_utils.to_uint8(img)[0]), path)
+        paths.append(path)
+    return paths
+
+# ---------------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option('--network', 'network_pkl', required=True, help='Network pickle: local path or URL.')
+@click.option('--seeds', required=True, help="Seeds, e.g. '0-7' or '1,5,9-12'.")
+@click.option('--trunc', 'truncation_psi', type=float, default=1.0, show_default=True,
+              help='Truncation psi (1 = none).')
+@click.option('--class', 'class_idx', type=int, default=None, help='Class index (conditional networks).')
+@click.option('--noise-mode', type=click.Choice(['const', 'random', 'none']), default='const',
+              show_default=True, help='Per-layer noise.')
+@click.option('--outdir', required=True, metavar='DIR', help='Where to write seedNNNN.png.')
+@click.option('--device', default='cpu', show_default=True, help="Torch device, e.g. 'cpu' or 'cuda'.")
+def main(network_pkl, seeds, truncation_psi, class_idx, noise_mode, outdir, device):
+    """Generate images from a StyleGAN2 network pickle."""
+    seed_list = parse_seeds(seeds)
+    paths = generate_images(network_pkl, seed_list, outdir, truncation_psi=truncation_psi,
+                            class_idx=class_idx, noise_mode=noise_mode, device=torch.device(device))
+    print(f'Wrote {len(paths)} images to {outdir}')
+
+
+if __name__ == '__main__':
+    dnnlib.util.run_cli(main)

@@ -1,0 +1,292 @@
+"""The expansion config (`--expansion_cfg_file`): parse, validate, assign dimensions.
+
+Format (the official one; spec section 8, interfaces.md section 2):
+
+    {"tasks": [{"type": "NADA", "dimension": 510, "args": {"source_text": "photo", "target_text": "sketch"}},
+               {"type": "Transform", "args": {"transform": "grayscale"}}],
+     "tasks_losses": {"NADA": {"clip_models": ["ViT-B/32"], "clip_model_weights": [1.0]}}}
+
+- `type`: a registered task type or a dotted path to a BaseTask subclass.
+- `dimension` (optional): the basis column the task repurposes, in [0, w_dim). Tasks without
+  one get the highest dimensions not used by any task, in task order.
+- `args` (optional): the task's own arguments; `tasks_losses[type]` (optional): arguments
+  shared by every task of that type. Both are checked against the task class's constructor.
+
+Everything is checked here, before anything heavy is loaded; all problems are collected and
+raised together as one `ExpansionConfigError`, one line per problem, each naming its key.
+"""
+
+import copy
+import dataclasses
+import json
+import os
+
+from training.tasks.base import ConfigContext, TaskTypeError, get_task_class, task_arguments
+
+TOP_LEVEL_KEYS = ('tasks', 'tasks_losses')
+TASK_KEYS = ('type', 'dimension', 'args')
+
+#----------------------------------------------------------------------------
+
+class ExpansionConfigError(ValueError):
+    """Invalid expansion config; the message has one line per problem (`.problems`)."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__('\n'.join(self.problems))
+
+#----------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """One validated task of the config."""
+    index:       int    # Position in `tasks`.
+    type:        str    # As written: a registered name or a dotted path.
+    task_class:  type   # The resolved BaseTask subclass.
+    dimension:   int    # Repurposed basis column (given, or assigned).
+    args:        dict   # The task's own `args`, as written.
+    shared_args: dict   # `tasks_losses` entry for its class ({} when absent).
+    name:        str    # Resolved task name (unique within the config).
+
+    def kwargs(self) -> dict:
+        """Constructor arguments: shared args overlaid by the task's own (they never overlap)."""
+        return {**copy.deepcopy(self.shared_args), **copy.deepcopy(self.args)}
+
+@dataclasses.dataclass(frozen=True)
+class ExpansionConfig:
+    """A validated expansion config with every dimension resolved."""
+    tasks:  tuple   # TaskConfig, in config order.
+    w_dim:  int     # The generator's W size the config was checked against.
+    raw:    dict    # The config as given (deep copy).
+    source: str     # Where it came from (for messages).
+
+    @property
+    def repurposed_dims(self) -> list:
+        """Repurposed dims in task order (the snapshot's `repurposed_dims`)."""
+        return [task.dimension for task in self.tasks]
+
+    @property
+    def task_names(self) -> list:
+        return [task.name for task in self.tasks]
+
+    def to_dict(self) -> dict:
+        """The original config with every task's resolved `dimension` filled in."""
+        result = copy.deepcopy(self.raw)
+        result['tasks'] = []
+        for task, raw_task in zip(self.tasks, self.raw.get('tasks', [])):
+            entry = {'type': raw_task['type'], 'dimension': task.dimension}
+            entry.update({key: copy.deepcopy(value) for key, value in raw_task.items() if key not in ('type', 'dimension')})
+            result['tasks'].append(entry)
+        return result
+
+    def to_json(self, indent: int = 2) -> str:
+        """`to_dict()` as JSON text (what the run directory's expansion_cfg.json holds)."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save(self, path: str) -> None:
+        """Write `to_json()` to `path`."""
+        with open(path, 'w', encoding='utf-8') as f:
+            f.write(self.to_json() + '\n')
+
+#----------------------------------------------------------------------------
+
+def load_expansion_config(path: str, w_dim: int, img_resolution: int = None, img_channels: int = None,
+        check_resources: bool = True) -> ExpansionConfig:
+    """Read and validate the JSON file given by `--expansion_cfg_file`.
+
+    Raises ExpansionConfigError (one line per problem, each starting with the flag and path).
+    """
+    source = f'--expansion_cfg_file {path}'
+    if not os.path.isfile(path):
+        raise ExpansionConfigError([f'{source}: file not found'])
+    try:
+        with open(path, 'r', encoding='utf-8') as f:
+            cfg = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ExpansionConfigError([f'{source}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}']) from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ExpansionConfigError([f'{source}: cannot be read ({err})']) from err
+    return parse_expansion_config(cfg, w_dim, img_resolution=img_resolution, img_channels=img_channels,
+        check_resources=check_resources, source=source)
+
+def parse_expansion_config(cfg, w_dim: int, img_resolution: int = None, img_channels: int = None,
+        check_resources: bool = True, source: str = 'expansion config') -> ExpansionConfig:
+    """Validate an expansion config (a dict as loaded from JSON) against a generator.
+
+    Args:
+        cfg:             the config dict (official format; `{}` is valid: no tasks).
+        w_dim:           the generator's W size (dimensions must lie in [0, w_dim)).
+        img_resolution:  the generator's resolution, for image checks (None: skip them).
+        img_channels:    the generator's channel count (None: unknown).
+        check_resources: check files and folders the tasks name (False for tools that only
+                         need names and dims, e.g. reading a snapshot on another machine).
+        source:          prefix of every message (the flag and file).
+
+    Returns:
+        ExpansionConfig. Raises ExpansionConfigError listing every problem.
+    """
+    ctx = ConfigContext(w_dim=int(w_dim), img_resolution=img_resolution, img_channels=img_channels,
+        check_resources=check_resources)
+    problems = []
+    if not isinstance(cfg, dict):
+        raise ExpansionConfigError([f'{source}: must be a JSON object with "tasks" and "tasks_losses", got {type(cfg).__name__}'])
+    for key in cfg:
+        if key not in TOP_LEVEL_KEYS:
+            problems.append(f'{key}: unknown key; valid keys: {", ".join(TOP_LEVEL_KEYS)}')
+    raw_tasks, raw_losses = cfg.get('tasks', []), cfg.get('tasks_losses', {})
+    if not isinstance(raw_tasks, list):
+        problems.append(f'tasks: must be a list of task objects, got {type(raw_tasks).__name__}')
+        raw_tasks = []
+    if not isinstance(raw_losses, dict):
+        problems.append(f'tasks_losses: must be an object {{type: {{argument: value}}}}, got {type(raw_losses).__name__}')
+        raw_losses = {}
+    shared = _check_tasks_losses(raw_losses, problems)
+    parsed = [_check_task(index, raw, shared, ctx, problems) for index, raw in enumerate(raw_tasks)]
+    dims = _assign_dimensions(parsed, ctx.w_dim, problems)
+    _check_unique_names(parsed, problems)
+    if problems:
+        raise ExpansionConfigError([f'{source}: {problem}' for problem in _unique(problems)])
+    tasks = tuple(TaskConfig(index=index, type=p['type'], task_class=p['class'], dimension=dims[index],
+        args=p['args'], shared_args=p['shared'], name=p['name']) for index, p in enumerate(parsed))
+    return ExpansionConfig(tasks=tasks, w_dim=ctx.w_dim, raw=copy.deepcopy(cfg), source=source)
+
+#----------------------------------------------------------------------------
+
+def _check_tasks_losses(raw_losses: dict, problems: list) -> dict:
+    """Resolve every `tasks_losses` key to a class; returns class -> (key, kwargs)."""
+    shared = {}
+    for key, kwargs in raw_losses.items():
+        where = f'tasks_losses.{key}'
+        try:
+            cls = get_task_class(key)
+        except TaskTypeError as err:
+            problems.append(f'{where}: {err}')
+            continue
+        if not isinstance(kwargs, dict):
+            problems.append(f'{where}: must be an object {{argument: value}}, got {type(kwargs).__name__}')
+            continue
+        if cls in shared:
+            problems.append(f'{where}: names the same task class as tasks_losses.{shared[cls][0]}; merge them')
+            continue
+        spec = task_arguments(cls)
+        if not spec.accepts_any:
+            for arg in kwargs:
+                if arg not in spec.names:
+                    problems.append(f'{where}.{arg}: unknown argument for {key}; accepted: {", ".join(spec.names)}')
+        shared[cls] = (key, kwargs)
+    return shared
+
+def _check_task(index: int, raw, shared: dict, ctx: ConfigContext, problems: list) -> dict:
+    """Check one task entry. Returns a dict (type, class, args, shared, dimension, name); class None if unusable."""
+    where = f'tasks[{index}]'
+    parsed = dict(type=None, cls=None, args={}, shared={}, dimension=None, name=None)
+    if not isinstance(raw, dict):
+        problems.append(f'{where}: must be an object with "type", optional "dimension" and "args", got {type(raw).__name__}')
+        return _rename_class(parsed)
+    for key in raw:
+        if key not in TASK_KEYS:
+            problems.append(f'{where}.{key}: unknown key; valid keys: {", ".join(TASK_KEYS)}')
+    parsed['dimension'] = _check_dimension(raw, where, ctx.w_dim, problems)
+    args = raw.get('args', {})
+    if not isinstance(args, dict):
+        problems.append(f'{where}.args: must be an object {{argument: value}}, got {type(args).__name__}')
+        args = {}
+    parsed['args'] = args
+    if 'type' not in raw:
+        problems.append(f'{where}.type: missing; give a registered type or a dotted class path')
+        return _rename_class(parsed)
+    parsed['type'] = raw['type']
+    try:
+        cls = get_task_class(raw['type'])
+    except TaskTypeError as err:
+        problems.append(f'{where}.type: {err}')
+        return _rename_class(parsed)
+    shared_key, shared_args = shared.get(cls, (None, {}))
+    parsed['shared'] = shared_args
+    if _check_arguments(cls, args, shared_key, shared_args, where, ctx, problems):
+        parsed['cls'] = cls
+        parsed['name'] = cls.resolve_name({**task_arguments(cls).optional, **shared_args, **args})
+    return _rename_class(parsed)
+
+def _rename_class(parsed: dict) -> dict:
+    parsed['class'] = parsed.pop('cls')
+    return parsed
+
+def _check_dimension(raw: dict, where: str, w_dim: int, problems: list):
+    """The given dimension if valid, else None (a problem is recorded when it was given)."""
+    if raw.get('dimension') is None:
+        return None
+    dim = raw['dimension']
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        problems.append(f'{where}.dimension: must be an integer in [0, {w_dim - 1}], got {dim!r}')
+        return None
+    if not 0 <= dim < w_dim:
+        problems.append(f'{where}.dimension: {dim} is out of range; the generator has w_dim {w_dim}, '
+            f'so dimensions lie in [0, {w_dim - 1}]')
+        return None
+    return dim
+
+def _check_arguments(cls, args: dict, shared_key, shared_args: dict, where: str, ctx, problems: list) -> bool:
+    """Argument names against the constructor, then the class's own value checks. True if usable."""
+    spec = task_arguments(cls)
+    ok = True
+    for arg in args:
+        if arg in shared_args:
+            problems.append(f'{where}.args.{arg}: also given in tasks_losses.{shared_key}; give it in one place')
+            ok = False
+        elif not spec.accepts_any and arg not in spec.names:
+            problems.append(f'{where}.args.{arg}: unknown argument for {cls.__name__}; accepted: {", ".join(spec.names)}')
+            ok = False
+    given = {**shared_args, **args}
+    for arg in spec.required:
+        if arg not in given:
+            problems.append(f'{where}.args.{arg}: missing; {cls.__name__} requires {", ".join(spec.required)}')
+            ok = False
+    if not ok or (not spec.accepts_any and any(arg not in spec.names for arg in shared_args)):
+        return False
+    class_problems = cls.check_config({**spec.optional, **given}, ctx)
+    for arg, message in class_problems:
+        if arg is None:
+            problems.append(f'{where}: {message}')
+        elif arg in args or arg not in shared_args:
+            problems.append(f'{where}.args.{arg}: {message}')
+        else:
+            problems.append(f'tasks_losses.{shared_key}.{arg}: {message}')
+    return len(class_problems) == 0
+
+def _assign_dimensions(parsed: list, w_dim: int, problems: list) -> list:
+    """Given dims stay; the others get the highest unused dims in task order (Sec. 4.1: most dormant)."""
+    owner = {}
+    for index, p in enumerate(parsed):
+        dim = p['dimension']
+        if dim is None:
+            continue
+        if dim in owner:
+            problems.append(f'tasks[{index}].dimension: {dim} is already used by tasks[{owner[dim]}]; '
+                f'every task needs its own dimension')
+        else:
+            owner[dim] = index
+    if len(parsed) >= w_dim:
+        problems.append(f'tasks: {len(parsed)} tasks but w_dim is {w_dim}; at most {w_dim - 1} tasks leave a base subspace')
+        return [p['dimension'] for p in parsed]
+    free = (dim for dim in range(w_dim - 1, -1, -1) if dim not in owner)
+    return [p['dimension'] if p['dimension'] is not None else next(free) for p in parsed]
+
+def _check_unique_names(parsed: list, problems: list) -> None:
+    """Task names key logs, grids and metrics: two tasks may not share one."""
+    first = {}
+    for index, p in enumerate(parsed):
+        name = p['name']
+        if name is None:
+            continue
+        if name in first:
+            problems.append(f'tasks[{index}]: task name {name!r} is already used by tasks[{first[name]}]; '
+                f'set args.name to tell them apart')
+        else:
+            first[name] = index
+
+def _unique(items: list) -> list:
+    """Drop repeated messages (shared arguments are checked once per task), keeping order."""
+    return list(dict.fromkeys(items))
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,318 @@
+"""The domain-expansion objective (paper Sec. 3.2-3.3, Eq. 4-7), as phases of the training loop.
+
+Per step, on base-subspace latents only, the source domain keeps its original GAN loss (Eq. 5)
+and replay alignment against a frozen copy of the source synthesis network (Eq. 6); every new
+domain k trains its own adaptation loss on its repurposed subspace (Eq. 4). Total (Eq. 7):
+
+    L = lambda_expand * sum_k L_k  +  lambda_src * L_GAN  +  lambda_recon_l2 * L2  +  lambda_recon_lpips * LPIPS
+
+Phases (spec section 8): 'G_expand_and_recon' (every step), 'G_adv' (every step), 'G_reg'
+(path length, every G_reg_interval), 'D_adv', 'D_reg' (R1, every D_reg_interval); without lazy
+regularisation 'G_all' and 'D_all'. All G phases share one optimizer over `G.synthesis` only.
+
+Departures from the official code, each deliberate (see README, "Domain expansion"):
+- A lambda set to 0 removes exactly its term and its compute. The official code ties the LPIPS
+  switch to the L2 weight and never runs expansion without lazy regularisation ('Gall' typo).
+- `lambda_src` scales the GAN terms (the official code only switches them on/off; at the
+  default 1 both agree); at 0 there is no D work at all, including R1 and path length.
+- `replay_noise='shared'` (opt-in) renders the frozen replay target with the same noise as the
+  trained render; the default 'independent' draws its own noise as the official code does.
+"""
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from torch_utils import misc
+from torch_utils import training_stats
+from training import latent_basis as latent_basis_lib
+from training.expansion_config import parse_expansion_config
+from training.loss import Loss, Phase, StyleGAN2Loss
+from training.subspaces import LatentSubspaces
+from training.tasks.base import build_tasks
+from training.tasks.shared_models import SharedModels
+
+# ---------------------------------------------------------------------------------------------
+
+
+class DomainExpansionLoss(Loss):
+    """Expansion losses on repurposed subspaces + source-domain losses on the base subspace."""
+
+    def __init__(self,
+        device,                         # torch.device of the networks.
+        G_mapping,                      # Frozen mapping z, c -> ws (runs in training mode: w_avg keeps tracking).
+        G_synthesis,                    # Trained synthesis ws -> images.
+        D,                              # Discriminator (used only when lambda_src > 0).
+        expansion_cfg,                  # Expansion config dict (validated here against w_dim).
+        augment_pipe = None,            # Augmentation of D inputs; None = off.
+        batch_gpu = None,               # Samples per accumulation round (each gets a task).
+        latent_basis = None,            # [w_dim, w_dim] basis; None = from latent_factors_path / resume_pkl / factorize.
+        latent_factors_path = None,     # --latent_factors_path: a torch.save'd basis.
+        resume_pkl = None,              # Snapshot whose stored 'latent_basis' wins over everything else.
+        subspace_distance = 20.0,       # s: distance of each repurposed subspace from the base one.
+        lambda_src = 1.0,               # Weight of the source GAN loss (adv + R1 + path length); 0 = no D work.
+        lambda_expand = 1.0,            # Weight of the summed task losses; 0 = no edit renders.
+        lambda_recon_l2 = 10.0,         # Replay alignment, L2 to the frozen source; 0 = off.
+        lambda_recon_lpips = 10.0,      # Replay alignment, LPIPS to the frozen source; 0 = off.
+        replay_noise = 'independent',   # 'independent' (official) or 'shared' noise for the frozen render.
+        lpips_net = 'alex',             # LPIPS backbone for replay alignment.
+        lpips_random_backbone = False,  # True: random-init LPIPS backbone (offline demo; reported).
+        style_mixing_prob = 0.9,        # Path-length phase only (as the official G_reg).
+        r1_gamma = 10.0,                # R1 weight; 0 = off.
+        pl_batch_shrink = 2,            # Path-length batch divisor.
+        pl_decay = 0.01,                # Path-length running-mean decay.
+        pl_weight = 2.0,                # Path-length weight; 0 = off.
+        shared_models = None,           # SharedModels to reuse (tests inject small stand-ins); None = new.
+    ):
+        super().__init__()
+        self.device = torch.device(device)
+        self.G_mapping = G_mapping
+        self.G_synthesis = G_synthesis
+        self.D = D
+        self.batch_gpu = batch_gpu
+        self.lambda_src = _non_negative('lambda_src', lambda_src)
+        self.lambda_expand = _non_negative('lambda_expand', lambda_expand)
+        self.lambda_recon_l2 = _non_negative('lambda_recon_l2', lambda_recon_l2)
+        self.lambda_recon_lpips = _non_negative('lambda_recon_lpips', lambda_recon_lpips)
+        if replay_noise not in ('independent', 'shared'):
+            raise ValueError(f"replay_noise must be 'independent' or 'shared', got {replay_noise!r}")
+        self.replay_noise = replay_noise
+        self.lpips_net = lpips_net
+        self.num_ws = int(G_synthesis.num_ws)
+
+        # The source-domain GAN objective is StyleGAN2's, applied to base-subspace fakes (Eq. 5).
+        self.gan = StyleGAN2Loss(device, G_mapping, G_synthesis, D, augment_pipe=augment_pipe,
+                                 style_mixing_prob=style_mixing_prob, r1_gamma=r1_gamma,
+                                 pl_batch_shrink=pl_batch_shrink, pl_decay=pl_decay, pl_weight=pl_weight)
+
+        w_dim = int(G_mapping.w_dim)
+        self.config = parse_expansion_config(expansion_cfg, w_dim=w_dim, img_resolution=G_synthesis.img_resolution,
+                                             img_channels=G_synthesis.img_channels)
+        basis, self.basis_source = _resolve_basis(G_synthesis, w_dim, latent_basis, latent_factors_path, resume_pkl)
+        self.subspaces = LatentSubspaces(basis, self.config.repurposed_dims, subspace_distance).to(self.device)
+        self.models = shared_models if shared_models is not None else SharedModels(
+            self.device, lpips_random_backbone=lpips_random_backbone)
+        self.tasks = build_tasks(self.config, self.device, self.models, z_dim=G_mapping.z_dim,
+                                 img_resolution=G_synthesis.img_resolution, img_channels=G_synthesis.img_channels)
+        self.perceptual = self.models.perceptual(lpips_net) if self.lambda_recon_lpips > 0 else None
+
+        # Replay target: the source synthesis network as it is now, frozen (Eq. 6).
+        self.G_synthesis_frozen = None
+        if self.lambda_recon_l2 > 0 or self.lambda_recon_lpips > 0:
+            self.G_synthesis_frozen = copy.deepcopy(G_synthesis).eval().requires_grad_(False)
+
+    # --- interface with the loop -------------------------------------------------------------
+
+    def get_phases(self, G_reg_interval, D_reg_interval):
+        do_expand = self.lambda_expand > 0 or self.G_synthesis_frozen is not None
+        do_src = self.lambda_src > 0
+        if G_reg_interval is None or G_reg_interval == 0:
+            phases = [Phase('G_all', 'G', 1)] if (do_expand or do_src) else []
+        else:
+            phases = [Phase('G_expand_and_recon', 'G', 1)] if do_expand else []
+            if do_src:
+                phases.append(Phase('G_adv', 'G', 1))
+                if self.gan.pl_weight > 0:
+                    phases.append(Phase('G_reg', 'G', int(G_reg_interval)))
+        if do_src:
+            if D_reg_interval is None or D_reg_interval == 0:
+                phases.append(Phase('D_all', 'D', 1))
+            else:
+                phases.append(Phase('D_adv', 'D', 1))
+                if self.gan.r1_gamma > 0:
+                    phases.append(Phase('D_reg', 'D', int(D_reg_interval)))
+        return phases
+
+    def trainable_params(self, name, module):
+        # Only the synthesis network adapts; the mapping (and so W) stays the source's.
+        return list(self.G_synthesis.parameters()) if name == 'G' else list(module.parameters())
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
+        known = ('G_expand_and_recon', 'G_adv', 'G_reg', 'G_all', 'D_adv', 'D_reg', 'D_all')
+        if phase not in known:
+            raise ValueError(f"DomainExpansionLoss: unknown phase '{phase}'")
+        if phase in ('G_expand_and_recon', 'G_all'):
+            self.expand_and_recon(gen_z, gen_c, gain)
+        if phase in ('G_adv', 'G_all') and self.lambda_src > 0:
+            self._G_adv(gen_z, gen_c, gain * self.lambda_src)
+        if phase in ('G_reg', 'G_all') and self.lambda_src > 0 and self.gan.pl_weight > 0:
+            self.gan._G_path_length(gen_z, gen_c, gain * self.lambda_src)  # ordinary mapping, no projection
+        if phase in ('D_adv', 'D_reg', 'D_all') and self.lambda_src > 0:
+            do_main = phase in ('D_adv', 'D_all')
+            do_r1 = phase in ('D_reg', 'D_all') and self.gan.r1_gamma > 0
+            if real_img is None:
+                raise ValueError(f"phase '{phase}' needs real images: pass --data, or set --lambda_src 0")
+            loss_Dgen = self._D_fake(gen_z, gen_c, gain * self.lambda_src) if do_main else None
+            if do_main or do_r1:
+                self.gan._D_real(real_img, real_c, gain * self.lambda_src, loss_Dgen, do_r1)
+
+    def state_dict(self):
+        state = dict(gan=self.gan.state_dict(), latent_basis=self.subspaces.basis.detach().cpu().clone())
+        if self.G_synthesis_frozen is not None:
+            # The replay target is the *source* network; keep it so a resumed run aligns to the same one.
+            state['frozen_synthesis'] = {k: v.detach().cpu().clone()
+                                         for k, v in self.G_synthesis_frozen.state_dict().items()}
+        return state
+
+    def load_state_dict(self, state):
+        unknown = set(state) - {'gan', 'latent_basis', 'frozen_synthesis'}
+        if unknown:
+            raise ValueError(f'DomainExpansionLoss: unexpected loss state keys {sorted(unknown)}')
+        self.gan.load_state_dict(state.get('gan', {}))
+        if 'latent_basis' in state and not torch.equal(state['latent_basis'].cpu(), self.subspaces.basis.cpu()):
+            raise ValueError('the resumed run used a different latent basis than this one resolves; '
+                             'resume with the same --latent_factors_path / snapshot')
+        if self.G_synthesis_frozen is not None and 'frozen_synthesis' in state:
+            self.G_synthesis_frozen.load_state_dict(state['frozen_synthesis'])
+
+    def snapshot_extras(self):
+        # Official key names and types (spec section 1.1).
+        return dict(expansion_cfg=self.config.to_dict(),
+                    latent_basis=self.subspaces.basis.detach().cpu().clone(),
+                    repurposed_dims=torch.tensor(self.config.repurposed_dims, dtype=torch.int32),
+                    subspace_distance=float(self.subspaces.subspace_distance))
+
+    # --- the expansion phase ------------------------------------------------------------------
+
+    def sample_latents(self, gen_z, gen_c):
+        """Give every sample a uniformly chosen task and draw its latent from that task.
+
+        Returns `(w [n, w_dim], task_index [n], groups)`, where `groups` lists, per task present,
+        `(task_k, positions, context)` with `positions` the sample indices it owns.
+        """
+        n = gen_z.shape[0]
+        task_index = torch.randint(len(self.tasks), [n], device=self.device)
+        w = torch.empty([n, self.G_mapping.w_dim], device=self.device)
+        z_rows, z_positions, groups = [], [], []
+        for k in torch.unique(task_index).tolist():
+            positions = (task_index == k).nonzero()[:, 0]
+            batch = self.tasks[k].sample(len(positions), self.device)
+            groups.append((k, positions, batch.context))
+            if batch.z is not None:
+                z_rows.append(batch.z.to(self.device))
+                z_positions.append(positions)
+            else:
+                w[positions] = batch.w.to(self.device, torch.float32)
+        if z_rows:
+            # One mapping call for every z-based sample, as one batch (w_avg tracks its mean).
+            positions = torch.cat(z_positions)
+            w[positions] = self.G_mapping(torch.cat(z_rows), gen_c[positions])[:, 0]
+        return w, task_index, groups
+
+    def broadcast(self, w):
+        """W `[n, w_dim]` -> W+ `[n, num_ws, w_dim]` (every layer gets the same latent)."""
+        return w.unsqueeze(1).repeat(1, self.num_ws, 1)
+
+    def expand_and_recon(self, gen_z, gen_c, gain):
+        """Eq. 4 (task losses on repurposed subspaces) + Eq. 6 (replay alignment on the base one)."""
+        n = gen_z.shape[0]
+        w, task_index, groups = self.sample_latents(gen_z, gen_c)
+        base_w = self.subspaces.project_base(w, self.G_mapping.w_avg)            # Eq. 1
+        rng_state = _rng_state(self.device) if self.replay_noise == 'shared' else None
+        base_img = self.G_synthesis(self.broadcast(base_w), noise_mode='random')
+        total = base_img.new_zeros([])
+
+        if self.lambda_expand > 0:
+            edit_w = self.subspaces.edit(base_w, task_index)                      # Eq. 2-3
+            edit_img = self.G_synthesis(self.broadcast(edit_w), noise_mode='random')
+            expand = base_img.new_zeros([])
+            for k, positions, context in groups:
+                task = self.tasks[k]
+                errors = task.error(context, base_img[positions].detach(), edit_img[positions])   # [n_k]
+                training_stats.report(f'Loss/domain/{task.name}', errors)
+                expand = expand + errors.sum()
+            expand = expand / n                                                   # Eq. 4, mean over the batch
+            training_stats.report('Loss/expand', expand)
+            total = total + self.lambda_expand * expand
+
+        if self.G_synthesis_frozen is not None:
+            with torch.no_grad():
+                if rng_state is not None:
+                    _set_rng_state(self.device, rng_state)  # same noise draws as base_img
+                target = self.G_synthesis_frozen(self.broadcast(base_w.detach()), noise_mode='random')
+            if self.lambda_recon_l2 > 0:
+                l2 = F.mse_loss(base_img, target)                                  # Eq. 6, L2 term
+                training_stats.report('Loss/recon_l2', l2)
+                total = total + self.lambda_recon_l2 * l2
+            if self.lambda_recon_lpips > 0:
+                lp = self.perceptual(base_img, target).mean()                     # Eq. 6, LPIPS term
+                training_stats.report('Loss/recon_lpips', lp)
+                total = total + self.lambda_recon_lpips * lp
+        training_stats.report('Loss/G/expand_and_recon', total)
+        total.mul(gain).backward()
+
+    # --- the source GAN loss on the base subspace (Eq. 5) -------------------------------------
+
+    def base_fakes(self, gen_z, gen_c):
+        """Fakes from base-subspace latents: W projected (when expanding), broadcast, no mixing."""
+        w = self.G_mapping(gen_z, gen_c)[:, 0]
+        if self.lambda_expand > 0:
+            w = self.subspaces.project_base(w, self.G_mapping.w_avg)            # Eq. 1
+        return self.G_synthesis(self.broadcast(w))
+
+    def _G_adv(self, gen_z, gen_c, gain):
+        logits = self.gan.run_D(self.base_fakes(gen_z, gen_c), gen_c)
+        training_stats.report('Loss/scores/fake', logits)
+        training_stats.report('Loss/signs/fake', logits.sign())
+        loss = F.softplus(-logits)
+        training_stats.report('Loss/G/loss', loss)
+        loss.mean().mul(gain).backward()
+
+    def _D_fake(self, gen_z, gen_c, gain):
+        with torch.no_grad():
+            img = self.base_fakes(gen_z, gen_c)
+        logits = self.gan.run_D(img, gen_c)
+        training_stats.report('Loss/scores/fake', logits)
+        training_stats.report('Loss/signs/fake', logits.sign())
+        loss = F.softplus(logits)
+        loss.mean().mul(gain).backward()
+        return loss.detach()
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _non_negative(name: str, value) -> float:
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f'--{name} must be a finite number >= 0, got {value}')
+    return value
+
+
+def _resolve_basis(G_synthesis, w_dim, latent_basis, latent_factors_path, resume_pkl):
+    """The run's basis: explicit tensor, else the resume snapshot's stored one, else the path,
+    else SeFA of the synthesis network. Broadcast from rank 0 so every rank uses the same one."""
+    if latent_basis is not None:
+        basis, source = latent_basis_lib.check_latent_basis(latent_basis, w_dim, 'latent_basis'), 'given'
+    else:
+        stored = _stored_basis(resume_pkl) if resume_pkl is not None else None
+        basis, source = latent_basis_lib.resolve_latent_basis(G_synthesis, w_dim, snapshot_basis=stored,
+                                                               latent_factors_path=latent_factors_path)
+    basis = basis.to(torch.float32).cpu().contiguous()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        device = 'cuda' if torch.distributed.get_backend() == 'nccl' else 'cpu'
+        shared = basis.to(device)
+        torch.distributed.broadcast(shared, src=0)
+        basis = shared.cpu()
+    return basis, source
+
+
+def _stored_basis(resume_pkl):
+    import legacy  # top-level loader; imported lazily (training/ must not need it at import time)
+    import dnnlib
+    with dnnlib.util.open_url(resume_pkl) as f:
+        return legacy.load_network_pkl(f).get('latent_basis')
+
+
+def _rng_state(device):
+    return (torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == 'cuda' else None)
+
+
+def _set_rng_state(device, state):
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+misc  # shape checks live in the tasks and subspaces this module drives
