@@ -34,7 +34,7 @@ from training import presets
 RESUME_NONE = ('noresume', '', None)
 
 
-class OptionError(ValueError):
+class OptionError(dnnlib.util.UserError, ValueError):
     """A flag (or a file it names) is wrong; the message names it and the fix."""
 
 # ---------------------------------------------------------------------------------------------
@@ -55,7 +55,7 @@ def setup_training_options(
     """
     _check_flag_consistency(**locals())
     expansion = expansion_cfg_file is not None
-    training_set, data_info = _open_dataset(data, cond, mirror, seed)
+    data_info = _dataset_info(data, cond, mirror, seed)
     resume_data, resume_source = _load_resume_networks(resume, outdir)
     arch = _architecture_info(data_info, resume_data, resume_source)
     spec = presets.resolve_preset(cfg, arch['img_resolution'], gpus, expansion=expansion)
@@ -83,7 +83,7 @@ def setup_training_options(
     if expansion:
         opts.loss_kwargs.update(_expansion_loss_kwargs(expansion_cfg_file, latent_factors_path, subspace_distance,
                                                        lambda_src, lambda_expand, lambda_recon_l2, lambda_recon_lpips,
-                                                       opts.G_kwargs))
+                                                       opts.G_kwargs, resume))
     # Transfer learning from a pickle adapts ADA faster and skips the EMA ramp-up (official);
     # `--resume latest` continues a run and keeps its settings.
     from_pickle = resume not in RESUME_NONE and resume != 'latest'
@@ -99,8 +99,6 @@ def setup_training_options(
     opts.desc = _run_description(data_info, cfg, cond, mirror, gamma, kimg, batch, aug, p, target, augpipe, resume,
                                  freezed, expansion_cfg_file)
     _check_hardware(gpus)
-    if training_set is not None:
-        training_set.close()
     return opts
 
 
@@ -157,20 +155,22 @@ def _check_flag_consistency(gpus, batch, kimg, snap, tick, seed, cfg, aug, p, ta
                           '--lambda_src=0 train without data')
 
 
-def _open_dataset(data, cond, mirror, seed):
-    """(dataset, info) for --data, after every header check; (None, None) without data."""
+def _dataset_info(data, cond, mirror, seed) -> dict | None:
+    """Dataset kwargs and shape facts of --data, after every header check; None without data."""
     if data is None:
-        return None, None
+        return None
     from training.dataset import ImageFolderDataset
     path = os.path.abspath(data)
     probe = ImageFolderDataset(path=path, use_labels=cond, xflip=False)  # DatasetError names --data and the fix.
-    if cond and not probe.has_labels:
-        raise OptionError(f'--cond=1 requires labels, but --data {data} has none; drop --cond or add dataset.json labels')
-    kwargs = dict(class_name='training.dataset.ImageFolderDataset', path=path, use_labels=bool(cond),
-                  max_size=len(probe), xflip=bool(mirror), resolution=probe.resolution, random_seed=seed)
-    info = dict(kwargs=kwargs, name=probe.name, img_resolution=probe.resolution, img_channels=probe.num_channels,
-                c_dim=probe.label_dim if cond else 0)
-    return probe, info
+    try:
+        if cond and not probe.has_labels:
+            raise OptionError(f'--cond=1 requires labels, but --data {data} has none; drop --cond or add dataset.json labels')
+        kwargs = dict(class_name='training.dataset.ImageFolderDataset', path=path, use_labels=bool(cond),
+                      max_size=len(probe), xflip=bool(mirror), resolution=probe.resolution, random_seed=seed)
+        return dict(kwargs=kwargs, name=probe.name, img_resolution=probe.resolution, img_channels=probe.num_channels,
+                    c_dim=probe.label_dim if cond else 0)
+    finally:
+        probe.close()
 
 
 def _load_resume_networks(resume, outdir):
@@ -280,18 +280,20 @@ def _check_mbstd(opts) -> None:
 
 
 def _expansion_loss_kwargs(cfg_file, latent_factors_path, subspace_distance, lambda_src, lambda_expand,
-                           lambda_recon_l2, lambda_recon_lpips, G_kwargs) -> dict:
+                           lambda_recon_l2, lambda_recon_lpips, G_kwargs, resume_pkl) -> dict:
     """Loss kwargs of a domain-expansion run; the config is checked against the --resume generator."""
     from training.expansion_config import load_expansion_config
     cfg = load_expansion_config(cfg_file, w_dim=G_kwargs['w_dim'], img_resolution=G_kwargs['img_resolution'],
                                 img_channels=G_kwargs['img_channels'])
     if latent_factors_path is not None and not os.path.isfile(latent_factors_path):
         raise OptionError(f'--latent_factors_path {latent_factors_path}: file not found')
+    # resume_pkl: a snapshot's stored latent_basis is authoritative (spec section 7).
     values = dict(subspace_distance=(subspace_distance, 20.0), lambda_src=(lambda_src, 1.0),
                   lambda_expand=(lambda_expand, 1.0), lambda_recon_l2=(lambda_recon_l2, 10.0),
                   lambda_recon_lpips=(lambda_recon_lpips, 10.0))
     kwargs = dict(class_name='training.expansion_loss.DomainExpansionLoss', expansion_cfg=cfg.to_dict(),
-                  latent_factors_path=os.path.abspath(latent_factors_path) if latent_factors_path else None)
+                  latent_factors_path=os.path.abspath(latent_factors_path) if latent_factors_path else None,
+                  resume_pkl=resume_pkl)
     for name, (value, default) in values.items():
         value = default if value is None else float(value)
         if value < 0:
@@ -467,8 +469,9 @@ def _run_torchrun_rank(options: dict, plan: dict | None, info: distributed.Proce
         plan = distributed.broadcast_object(plan)
         options['run_dir'] = plan['run_dir']
         distributed.barrier()
-        return _training_loop()(options, rank=info.rank, world_size=info.world_size, device=device,
-                                continue_pkl=plan['continue_pkl'])
+        result = _training_loop()(options, rank=info.rank, world_size=info.world_size, device=device,
+                                  continue_pkl=plan['continue_pkl'])
+        return result if info.rank == 0 else None
     finally:
         distributed.shutdown()
 

@@ -15,6 +15,12 @@ from typing import Any
 # ---------------------------------------------------------------------------------------------
 
 
+class UserError(Exception):
+    """Bad input from the user (flag, config, file). Command lines print its one-line message as
+    the last line of output and exit with status 2, without a traceback. Input-error classes of
+    other modules derive from it (e.g. SnapshotError, DatasetError, ExpansionConfigError)."""
+
+
 class EasyDict(dict):
     """A dict whose keys can also be read and written as attributes (`d.lr` == `d['lr']`)."""
 
@@ -129,7 +135,7 @@ def url_cache_path(url: str, cache_dir: str | None = None) -> str:
     return os.path.join(cache_dir, f'{url_md5}_{name}')
 
 
-class DownloadError(OSError):
+class DownloadError(UserError, OSError):
     """Raised when a URL cannot be fetched; the message says where to place the file instead."""
 
 
@@ -194,11 +200,6 @@ def _download(url: str, num_attempts: int, timeout_s: float, cache_path: str) ->
 
 # ---------------------------------------------------------------------------------------------
 # Errors for the person at the keyboard (interfaces.md section 4).
-
-
-class UserError(Exception):
-    """Bad input from the user (flag, config, file). Command lines print its one-line message as
-    the last line of output and exit with status 2, without a traceback."""
 
 
 def run_cli(command, args=None) -> None:

@@ -34,7 +34,7 @@ _registered: dict[str, torch.nn.Module] = {}        # url -> injected module (te
 _loaded: dict[tuple, torch.nn.Module] = {}           # (url, detector dir, device) -> module ready on that device
 
 
-class DetectorUnavailableError(OSError):
+class DetectorUnavailableError(dnnlib.util.UserError, OSError):
     """A feature network cannot be found or downloaded; the message says where to put the file."""
 
 # ---------------------------------------------------------------------------------------------
@@ -60,13 +60,15 @@ def _forget_loaded(url: str) -> None:
         del _loaded[key]
 
 
-def detector_fingerprint(url: str) -> str:
-    """Identity of the detector behind `url`, for cache keys: the URL itself, or, for an injected
-    module, its class and a hash of its tensors (so a random test network never shares cached
-    statistics with the real Inception)."""
+def detector_fingerprint(url: str, detector_dir: str | None = None) -> str:
+    """Identity of the detector behind `url`, for cache keys, so that a stand-in network never
+    shares cached statistics with the real one: for an injected module its class and a hash of
+    its tensors; for a file read from a local path or detector dir, the URL plus the file's
+    SHA-256; for a download, the URL."""
     module = _registered.get(url)
     if module is None:
-        return url
+        path = _local_source(url, resolve_detector_dir(detector_dir))
+        return url if path is None else f'{url}:sha256:{_file_sha256(path)}'
     digest = hashlib.sha256(type(module).__qualname__.encode())
     for name, tensor in module.state_dict().items():
         digest.update(name.encode())
@@ -126,21 +128,45 @@ def load_detector(url: str, device: torch.device, num_gpus: int = 1, rank: int =
     return module
 
 
+def _local_source(url: str, detector_dir: str | None) -> str | None:
+    # The local file a detector is read from (None: downloaded / cached by URL).
+    if detector_dir is not None and dnnlib.util.is_url(url):
+        return os.path.join(detector_dir, os.path.basename(url))
+    if not dnnlib.util.is_url(url, allow_file_urls=True):
+        return url
+    return None
+
+
+_sha256_cache: dict[tuple, str] = {}  # (path, size, mtime) -> hex digest
+
+
+def _file_sha256(path: str) -> str:
+    if not os.path.isfile(path):
+        return 'missing'
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _sha256_cache:
+        digest = hashlib.sha256()
+        with open(path, 'rb') as f:
+            for block in iter(lambda: f.read(1 << 20), b''):
+                digest.update(block)
+        _sha256_cache[key] = digest.hexdigest()[:16]
+    return _sha256_cache[key]
+
+
 def _load_torchscript(url: str, device: torch.device, detector_dir: str | None) -> torch.nn.Module:
     # torch.jit.load does not unpickle arbitrary Python objects (unlike the StyleGAN3 `.pkl`
     # exports, which we therefore do not use), but a TorchScript archive is still a program:
     # its code runs in the TorchScript interpreter and may call any registered torch operator.
     # Only load detectors from sources you trust.
     detector_dir = resolve_detector_dir(detector_dir)
+    source = url
     if detector_dir is not None and dnnlib.util.is_url(url):
-        path = os.path.join(detector_dir, os.path.basename(url))
-        if not os.path.isfile(path):
+        source = _local_source(url, detector_dir)
+        if not os.path.isfile(source):
             raise DetectorUnavailableError(
-                f'Feature network {os.path.basename(path)} not found in detector dir {detector_dir} '
+                f'Feature network {os.path.basename(source)} not found in detector dir {detector_dir} '
                 f'(set by --detector-dir or ${DETECTOR_DIR_ENV}); download {url} into that folder')
-        source = path
-    else:
-        source = url
     try:
         with dnnlib.util.open_url(source) as f, warnings.catch_warnings():
             # The official detectors only exist as TorchScript; its deprecation notice is no news.

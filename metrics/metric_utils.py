@@ -246,7 +246,8 @@ def make_dataset(opts: MetricOptions) -> torch.utils.data.Dataset:
 
 def _stats_cache_path(opts: MetricOptions, dataset, detector_url: str, detector_kwargs: dict,
                       stats_kwargs: dict) -> str:
-    key = dict(dataset_kwargs=opts.dataset_kwargs, detector=feature_networks.detector_fingerprint(detector_url),
+    key = dict(dataset_kwargs=opts.dataset_kwargs,
+               detector=feature_networks.detector_fingerprint(detector_url, opts.detector_dir),
                detector_kwargs=detector_kwargs, stats_kwargs=stats_kwargs)
     md5 = hashlib.md5(json.dumps(key, sort_keys=True, default=str).encode('utf-8')).hexdigest()
     name = getattr(dataset, 'name', None) or 'dataset'
@@ -310,7 +311,7 @@ def compute_feature_stats_for_dataset(opts: MetricOptions, detector_url: str, de
 
 
 def batch_generator(seed: int, batch_idx: int) -> torch.Generator:
-    """CPU random generator for global batch `batch_idx`: the generated set depends only on
+    """CPU random generator for global batch `batch_idx`: the latents and labels depend only on
     (seed, batch size, item count), not on the number of processes."""
     return torch.Generator().manual_seed(seed * 1_000_003 + batch_idx)
 
@@ -358,17 +359,17 @@ def images_to_uint8(img: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def compute_feature_stats_for_generator(opts: MetricOptions, detector_url: str, detector_kwargs: dict,
                                         batch_size: int = 64, batch_gen: int | None = None,
-                                        generate_fn: Callable | None = None, tag: str = 'generated images',
-                                        G: torch.nn.Module | None = None, **stats_kwargs) -> FeatureStats:
+                                        tag: str = 'generated images', G: torch.nn.Module | None = None,
+                                        **stats_kwargs) -> FeatureStats:
     """Features of `stats_kwargs['max_items']` generated images.
 
     Args:
         batch_size:  images per feature-network call (per rank).
         batch_gen:   images per generator call (divides batch_size); None: min(batch_size, 4).
-        generate_fn: `fn(G, z, c) -> images [N, C, H, W] in [-1, 1]` where G is the copy on
-                     opts.device; None: `G(z=z, c=c, **opts.G_kwargs)`.
-        G:           the generator to sample; None: opts.G (expansion metrics pass the parent
-                     generator or a wrapper that renders one subspace).
+        tag:         progress label.
+        G:           the generator, called as G(z=z, c=c, **opts.G_kwargs) on a copy on
+                     opts.device; None: opts.G (expansion metrics pass the parent generator or
+                     a wrapper that renders one subspace).
     """
     if stats_kwargs.get('max_items') is None:
         raise ValueError('compute_feature_stats_for_generator needs max_items (the number of images)')
@@ -376,9 +377,6 @@ def compute_feature_stats_for_generator(opts: MetricOptions, detector_url: str, 
     assert batch_size % batch_gen == 0, f'batch_gen={batch_gen} must divide batch_size={batch_size}'
     G = copy.deepcopy(G if G is not None else opts.require_G(tag)).eval().requires_grad_(False).to(opts.device)
     dataset = make_dataset(opts) if G.c_dim > 0 and opts.dataset_kwargs.get('class_name') else None
-    if generate_fn is None:
-        def generate_fn(G, z, c):
-            return G(z=z, c=c, **opts.G_kwargs)
     stats = FeatureStats(**stats_kwargs)
     detector = feature_networks.load_detector(detector_url, opts.device, opts.num_gpus, opts.rank, opts.detector_dir)
     step = 0
@@ -391,7 +389,7 @@ def compute_feature_stats_for_generator(opts: MetricOptions, detector_url: str, 
             num_needed = min(max(stats.max_items - stats.num_items - opts.rank * batch_size, 0), batch_size)
             num_run = max(num_needed, 1)
             with seeded_global_rng(opts.seed, step * opts.num_gpus + opts.rank, opts.device):
-                images = [images_to_uint8(generate_fn(G, z_part, c_part))
+                images = [images_to_uint8(G(z=z_part, c=c_part, **opts.G_kwargs))
                           for z_part, c_part in zip(z[:num_run].split(batch_gen), c[:num_run].split(batch_gen))]
             images = _to_rgb(torch.cat(images))                                 # [num_run, 3, H, W] uint8
             features = detector(images, **detector_kwargs)[:num_needed]         # [num_needed, D]

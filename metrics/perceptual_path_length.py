@@ -68,7 +68,9 @@ class PPLSampler(torch.nn.Module):
             assert img.shape[2] == img.shape[3], 'PPL crop expects square images'
             c8 = img.shape[2] // 8
             img = img[:, :, c8 * 3: c8 * 7, c8 * 2: c8 * 6]
-        factor = img.shape[2] // 256  # LPIPS-VGG is evaluated at 256 px at most (box downsampling).
+        # Box-downsample by img_resolution // 256 (LPIPS-VGG works at about 256 px); like the
+        # official metric, the factor comes from the full resolution even after the crop.
+        factor = G.img_resolution // 256
         if factor > 1:
             img = img.reshape([img.shape[0], img.shape[1], img.shape[2] // factor, factor,
                                img.shape[3] // factor, factor]).mean([3, 5])

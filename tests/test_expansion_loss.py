@@ -191,3 +191,21 @@ def test_resume_state_restores_replay_target():
         resumed.load_state_dict({'bogus': 1})
     with pytest.raises(ValueError, match='different latent basis'):
         resumed.load_state_dict({**state, 'latent_basis': torch.eye(32)})
+
+
+def test_hundred_domains_parse_and_train():
+    cfg = {'tasks': [{'type': 'Transform', 'args': {'transform': 'negative', 'name': f'd{i}'}} for i in range(100)]}
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, c_dim=0, w_dim=128, img_resolution=16, img_channels=3,
+                  mapping_kwargs=dict(num_layers=1), synthesis_kwargs=dict(channel_base=512, channel_max=32))
+    G.train().requires_grad_(False)
+    loss = _loss(G, cfg=cfg, lambda_recon_l2=1)
+    assert loss.config.repurposed_dims == list(range(127, 27, -1))
+    params = loss.trainable_params('G', G)
+    before = [p.detach().clone() for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=0.01)
+    loss.accumulate_gradients('G_expand_and_recon', None, None, torch.randn([8, 16]), torch.zeros([8, 0]), 1.0, 0)
+    opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, params))

@@ -1,15 +1,11 @@
 """Metric math against closed forms (FID, KID, precision/recall, IS, PPL), feature statistics,
 the registry, and detector injection / loading. End-to-end runs: test_metrics_pipeline.py."""
 
-import io
-import itertools
 import json
-import math
 import os
 
 import numpy as np
 import pytest
-import scipy.stats
 import torch
 
 import dnnlib
@@ -252,6 +248,27 @@ def test_ppl_w_end_matches_closed_form_for_linear_generator():
             torch.testing.assert_close(dist, expected, rtol=1e-6, atol=0)
 
 
+class FlatColourGenerator(LinearGenerator):
+    """Each image is one flat colour, linear in w: crops and box filters keep pixel values."""
+
+    def _synthesis(self, ws, **kwargs):
+        colour = ws[:, 0] @ self.A[:, :3]                                               # [N, 3]
+        return colour[:, :, None, None].expand(-1, -1, self.img_resolution, self.img_resolution)
+
+
+def test_ppl_crop_and_downsampling_at_512px():
+    # 512 px: the face crop keeps 256 x 256 pixels, then the 512 // 256 = 2 box filter leaves
+    # 128 x 128 (without crop: 256 x 256); each pixel contributes the same squared step.
+    G = FlatColourGenerator(resolution=512).double()
+    z0, z1 = torch.randn([3, G.z_dim], dtype=torch.float64), torch.randn([3, G.z_dim], dtype=torch.float64)
+    per_pixel = (((z1 - z0) @ G.M @ G.A[:, :3]) ** 2).sum(1) / 4
+    for crop, num_pixels in [(True, 128 * 128), (False, 256 * 256)]:
+        sampler = perceptual_path_length.PPLSampler(G, {}, FlattenPerceptual(), epsilon=1e-4, space='w',
+                                                    sampling='end', crop=crop)
+        dist = sampler(z0, z1, torch.zeros([3], dtype=torch.float64), torch.zeros([3, 0], dtype=torch.float64))
+        torch.testing.assert_close(dist, per_pixel * num_pixels, rtol=1e-6, atol=0)
+
+
 def test_ppl_z_end_matches_slerp_derivative():
     # With t = 0 the slerp path starts at z0/|z0| with speed theta (the angle between z0 and z1)
     # along the unit vector orthogonal to z0 in the (z0, z1) plane.
@@ -382,7 +399,8 @@ def test_registered_detector_is_used_and_fingerprinted():
 
 
 @pytest.mark.filterwarnings('ignore:`torch.jit:FutureWarning')  # TorchScript is deprecated, but it is the format
-def test_torchscript_detector_loads_from_detector_dir(tmp_path):
+def test_torchscript_detector_loads_from_detector_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv(feature_networks.DETECTOR_DIR_ENV, raising=False)
     # The real loading path (torch.jit.load of a TorchScript archive), offline via detector_dir.
     det = feature_networks.RandomDetector(seed=5)
     torch.jit.save(torch.jit.script(det), str(tmp_path / 'vgg16.pt'))
@@ -390,6 +408,14 @@ def test_torchscript_detector_loads_from_detector_dir(tmp_path):
         loaded = feature_networks.load_detector(feature_networks.VGG16_URL, torch.device('cpu'), detector_dir=str(tmp_path))
         images = torch.randint(0, 256, [2, 3, 16, 16], dtype=torch.uint8)
         torch.testing.assert_close(loaded(images, return_features=True), det(images, return_features=True))
+        # Cached statistics are keyed by the file's contents, not only by the URL it stands for.
+        fingerprint = feature_networks.detector_fingerprint(feature_networks.VGG16_URL, str(tmp_path))
+        assert fingerprint.startswith(feature_networks.VGG16_URL + ':sha256:')
+        other = tmp_path / 'other'
+        other.mkdir()
+        torch.jit.save(torch.jit.script(feature_networks.RandomDetector(seed=6)), str(other / 'vgg16.pt'))
+        assert feature_networks.detector_fingerprint(feature_networks.VGG16_URL, str(other)) != fingerprint
+        assert feature_networks.detector_fingerprint(feature_networks.VGG16_URL) == feature_networks.VGG16_URL
     finally:
         feature_networks._forget_loaded(feature_networks.VGG16_URL)
 

@@ -229,6 +229,18 @@ def test_calc_metrics_input_errors(run_dir_pkl, data_zip, tmp_path):
         calc_metrics.calc_metrics(run_dir_pkl, metrics='fid', verbose=False)
 
 
+def test_calc_metrics_needs_data_only_for_metrics_with_real_images(run_dir_pkl, detector_dir, monkeypatch):
+    import click
+    G = legacy.load_network_pkl(run_dir_pkl)['G_ema']
+    monkeypatch.setattr(calc_metrics, 'load_network', lambda pkl, flag='--network': dict(G_ema=G, training_set_kwargs=None))
+    with pytest.raises(click.UsageError, match='--data: required for fid_tiny, kid_tiny'):
+        calc_metrics.calc_metrics(run_dir_pkl, metrics='is_tiny,fid_tiny,kid_tiny', verbose=False)
+    # IS needs no real images (an unconditional G needs no labels either).
+    results = calc_metrics.calc_metrics(run_dir_pkl, metrics='is_tiny', verbose=False, detector_dir=detector_dir,
+                                        tiny_items=8)
+    assert results[0].results.is_tiny_mean >= 1.0
+
+
 def _run_cli(*args) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS='1')
     return subprocess.run([sys.executable, 'calc_metrics.py', *args], cwd=REPO_ROOT, capture_output=True, text=True,
@@ -237,7 +249,8 @@ def _run_cli(*args) -> subprocess.CompletedProcess:
 
 def test_cli_runs_and_fails_with_one_line(data_zip, detector_dir, run_dir_pkl):
     proc = _run_cli('--metrics', 'kid_tiny', '--network', run_dir_pkl, '--data', data_zip, '--mirror', '0',
-                    '--detector-dir', detector_dir, '--tiny-items', '12', '--workers', '0', '--verbose', '0')
+                    '--detector-dir', detector_dir, '--tiny-items', '12', '--workers', '0', '--verbose', '0',
+                    '--cache', '0')
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout.strip().splitlines()[-1])
     assert record['metric'] == 'kid_tiny' and np.isfinite(record['results']['kid_tiny'])

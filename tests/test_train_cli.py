@@ -252,3 +252,46 @@ def test_sigkill_then_same_command_continues_exactly(tmp_path, data16):
     max_diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
     print(f'SIGKILL at {kimg_at_kill:g} kimg, continued vs uninterrupted: max abs difference {max_diff:.3g}')
     assert max_diff <= 1e-6
+
+
+def test_resume_latest_continues_the_newest_run_with_new_options(tmp_path, data16):
+    outdir = str(tmp_path / 'out')
+    flags = dict(data=data16, cfg='tiny', metrics='none', workers=0, snap=1, tick=0.004, outdir=outdir)
+    first = train.launch_training(train.setup_training_options(kimg=0.008, **flags), outdir)
+    more = train.setup_training_options(kimg=0.016, resume='latest', **flags)
+    assert train.plan_run(more, outdir) == dict(run_dir=first['run_dir'], continue_pkl=first['last_snapshot'],
+                                                mode='continue')
+    second = train.launch_training(more, outdir)
+    assert second['run_dir'] == first['run_dir'] and second['cur_nimg'] == 16 and second['batch_idx'] == 4
+    with open(os.path.join(first['run_dir'], 'log.txt')) as f:
+        log = f.read()
+    assert 'Changed option total_kimg: 0.008 -> 0.016' in log
+    # Running the same command once more finds nothing left to do.
+    third = train.launch_training(train.setup_training_options(kimg=0.016, resume='latest', **flags), outdir)
+    with open(os.path.join(first['run_dir'], 'log.txt')) as f:
+        assert third['cur_nimg'] == 16 and 'Nothing to do' in f.read()
+
+
+def test_expansion_flags_resolve_into_loss_kwargs(tmp_path):
+    pkl = tiny_pickle(tmp_path / 'source16.pkl', resolution=16)
+    cfg = tmp_path / 'gray.json'
+    cfg.write_text(json.dumps({'tasks': [{'type': 'Transform', 'args': {'transform': 'grayscale'}}]}))
+    opts = train.setup_training_options(cfg='stylegan2', resume=pkl, expansion_cfg_file=str(cfg), lambda_src=0,
+                                        aug='noaug', outdir=str(tmp_path / 'out'))
+    loss = opts.loss_kwargs
+    assert loss['class_name'] == 'training.expansion_loss.DomainExpansionLoss'
+    assert loss['expansion_cfg']['tasks'][0]['dimension'] == 15  # w_dim 16: the highest free dimension
+    assert (loss['lambda_src'], loss['lambda_expand'], loss['lambda_recon_l2'], loss['lambda_recon_lpips'],
+            loss['subspace_distance']) == (0.0, 1.0, 10.0, 10.0, 20.0)
+    assert opts.G_opt_kwargs['lr'] == 0.001 and opts.D_opt_kwargs['lr'] == 0.001  # the fork's stylegan2 preset
+    assert opts.kimg_per_tick == opts.batch_gpu == 4
+    assert opts.training_set_kwargs is None and opts.metrics == []
+
+    with pytest.raises(train.OptionError, match='--expansion_cfg_file needs --resume PKL'):
+        train.setup_training_options(cfg='stylegan2', expansion_cfg_file=str(cfg), lambda_src=0, outdir='x')
+    with pytest.raises(train.OptionError, match='--data is required'):
+        train.setup_training_options(cfg='stylegan2', resume=pkl, expansion_cfg_file=str(cfg), outdir='x')
+    cfg.write_text(json.dumps({'tasks': [{'type': 'Transform', 'args': {'transform': 'sepia'}}]}))
+    with pytest.raises(ValueError, match='sepia'):
+        train.setup_training_options(cfg='stylegan2', resume=pkl, expansion_cfg_file=str(cfg), lambda_src=0,
+                                     outdir='x')

@@ -60,9 +60,19 @@ def moment_distance(G_ema, real_moments, n=64) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_tiny_run_outputs_and_learning(dataset_zip, tmp_path):
+@pytest.fixture
+def random_inception(tmp_path, monkeypatch):
+    """A random network in place of Inception (nothing is downloaded); metric caches in tmp_path."""
+    from metrics import feature_networks
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+    feature_networks.register_detector(feature_networks.INCEPTION_URL, feature_networks.RandomDetector(seed=0))
+    yield
+    feature_networks.unregister_detector(feature_networks.INCEPTION_URL)
+
+
+def test_tiny_run_outputs_and_learning(dataset_zip, tmp_path, random_inception):
     outdir = tmp_path / 'runs'
-    opts = tiny_options(dataset_zip, outdir, kimg=0.32, snap=4, tick=0.04)
+    opts = tiny_options(dataset_zip, outdir, kimg=0.32, snap=4, tick=0.04, metrics='fid_tiny')
     result = train.launch_training(opts, str(outdir))
     run_dir = result['run_dir']
     assert os.path.basename(run_dir) == '00000-shapes16-tiny-kimg0.32-ada'
@@ -76,6 +86,11 @@ def test_tiny_run_outputs_and_learning(dataset_zip, tmp_path):
     for name in ('Loss/G/loss', 'Loss/D/loss', 'Loss/r1_penalty', 'Loss/pl_penalty', 'Progress/kimg', 'Progress/augment'):
         assert name in stats[-1], name
     assert stats[-1]['Progress/kimg']['mean'] == pytest.approx(0.32)
+    with open(os.path.join(run_dir, 'metric-fid_tiny.jsonl')) as f:
+        metric_lines = [json.loads(line) for line in f]
+    assert [m['snapshot_pkl'] for m in metric_lines] == [
+        'network-snapshot-000000.004.pkl', 'network-snapshot-000000.164.pkl', 'network-snapshot-000000.320.pkl']
+    assert np.isfinite(stats[-1]['Metrics/fid_tiny']['mean'])
     files = set(os.listdir(run_dir))
     assert {'training_options.json', 'reals.png', 'fakes_init.png', 'fakes000000.004.png', 'fakes000000.320.png',
             'network-snapshot-000000.004.pkl', 'network-snapshot-000000.164.pkl',
@@ -156,7 +171,7 @@ class NaNAfterLoss(StyleGAN2Loss):
 
 def test_nonfinite_gradient_stops_the_run(dataset_zip, tmp_path):
     opts = tiny_options(dataset_zip, tmp_path, kimg=0.1, tick=0.02, aug='noaug')
-    opts.loss_kwargs.update(class_name='test_training_loop.NaNAfterLoss', nan_from_nimg=12)
+    opts.loss_kwargs.update(class_name=f'{__name__}.NaNAfterLoss', nan_from_nimg=12)
     with pytest.raises(tl.NonFiniteError) as info:
         train.launch_training(opts, str(tmp_path))
     message = str(info.value)
@@ -241,3 +256,25 @@ def test_snapshot_names_and_run_matching(tmp_path):
     assert loop_state.find_matching_run(str(tmp_path), dict(options, a=2)) is None
     assert loop_state.options_diff(options, dict(options, nested=dict(b=[1]))) == ['nested.b: [1, 2] -> [1]']
     assert loop_state.find_latest_run_with_snapshot(str(tmp_path)) == str(tmp_path / '00003-x')
+
+
+class GOnlyLoss(StyleGAN2Loss):
+    """Trains only G (as an expansion loss with --lambda_src=0 may): no phase needs real images."""
+
+    def get_phases(self, G_reg_interval, D_reg_interval):
+        return [phase for phase in super().get_phases(G_reg_interval, D_reg_interval) if phase.module == 'G']
+
+
+def test_loop_runs_without_data_when_no_phase_needs_it(dataset_zip, tmp_path):
+    opts = tiny_options(dataset_zip, tmp_path, kimg=0.008, tick=0.004, aug='noaug')
+    opts.training_set_kwargs = None
+    opts.loss_kwargs['class_name'] = f'{__name__}.GOnlyLoss'
+    opts.run_dir = str(tmp_path / 'nodata')
+    os.makedirs(opts.run_dir)
+    result = tl.training_loop(dict(opts))
+    assert result['cur_nimg'] == 8
+    files = set(os.listdir(opts.run_dir))
+    assert 'reals.png' not in files and 'fakes_init.png' in files
+    data = load(result['last_snapshot'])
+    assert data['training_set_kwargs'] is None
+    assert data['resume_state']['optimizers']['D']['state'] == {}  # D was never stepped

@@ -32,11 +32,13 @@ from typing import Any, BinaryIO, Callable, Iterable
 
 import torch
 
+import dnnlib
+
 FORMAT_TAG = 'sg2x-module-v1'  # First argument of every `rebuild_module` call we write.
 OFFICIAL_PERSISTENCE_VERSION = 6  # `meta['version']` written by stylegan2-ada-pytorch.
 
 
-class SnapshotError(ValueError):
+class SnapshotError(dnnlib.util.UserError, ValueError):
     """A snapshot (pickle or safetensors file) cannot be read or written; the message says why."""
 
 

@@ -18,11 +18,13 @@ import numpy as np
 import PIL.Image
 import torch
 
+import dnnlib
+
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')  # Compared case-insensitively.
 _CHANNELS_BY_MODE = {'L': 1, 'RGB': 3}        # PIL modes we read as-is; anything else is rejected.
 
 
-class DatasetError(ValueError):
+class DatasetError(dnnlib.util.UserError, ValueError):
     """Bad training data or dataset options; the message is meant for the user as it is."""
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import os
 
+import dnnlib
 from training.tasks.base import ConfigContext, TaskTypeError, get_task_class, task_arguments
 
 TOP_LEVEL_KEYS = ('tasks', 'tasks_losses')
@@ -28,7 +29,7 @@ TASK_KEYS = ('type', 'dimension', 'args')
 
 #----------------------------------------------------------------------------
 
-class ExpansionConfigError(ValueError):
+class ExpansionConfigError(dnnlib.util.UserError, ValueError):
     """Invalid expansion config; the message has one line per problem (`.problems`)."""
 
     def __init__(self, problems):

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from torch_utils import misc
 from torch_utils import training_stats
+from training import expansion_eval
 from training import latent_basis as latent_basis_lib
 from training.expansion_config import parse_expansion_config
 from training.loss import Loss, Phase, StyleGAN2Loss
@@ -174,6 +174,25 @@ class DomainExpansionLoss(Loss):
                     repurposed_dims=torch.tensor(self.config.repurposed_dims, dtype=torch.int32),
                     subspace_distance=float(self.subspaces.subspace_distance))
 
+    def on_snapshot(self, G_ema, run_dir, label):
+        """The labelled aligned grid (base row, one row per domain) and each domain's own error."""
+        import os
+        cfg_path = os.path.join(run_dir, 'expansion_cfg.json')
+        if not os.path.exists(cfg_path):
+            self.config.save(cfg_path)
+        names = [task.name for task in self.tasks]
+        expansion_eval.save_aligned_grid(G_ema.synthesis, G_ema.mapping, self.subspaces, names,
+                                         os.path.join(run_dir, f'expansion{label}.png'))
+        errors = {}
+        for k, task in enumerate(self.tasks):
+            w, context = expansion_eval.task_latents(task, G_ema.mapping, n=16, seed=0)
+            base_w = self.subspaces.project_base(w, G_ema.mapping.w_avg)
+            with torch.no_grad():
+                base_img = expansion_eval.render(G_ema.synthesis, base_w)
+                edit_img = expansion_eval.render(G_ema.synthesis, self.subspaces.edit(base_w, k))
+                errors[f'Eval/domain/{task.name}'] = float(task.error(context, base_img, edit_img).mean())
+        return errors
+
     # --- the expansion phase ------------------------------------------------------------------
 
     def sample_latents(self, gen_z, gen_c):
@@ -314,5 +333,3 @@ def _set_rng_state(device, state):
     if state[1] is not None:
         torch.cuda.set_rng_state(state[1], device)
 
-
-misc  # shape checks live in the tasks and subspaces this module drives

@@ -75,16 +75,18 @@ def make_resume_state(progress: Progress, batch_size: int, optimizers: dict, aug
 
 
 def make_snapshot(training_set_kwargs, G, D, G_ema, augment_pipe, extras: dict, resume_state: dict | None) -> dict:
-    """The snapshot dict: CPU copies of the networks in eval mode without gradients (official layout)."""
+    """The snapshot dict: CPU copies of the networks in eval mode without gradients, in the key
+    order of the official loops (the loss's extra keys, e.g. domain expansion's, before G)."""
     snapshot = dict(training_set_kwargs=copy.deepcopy(training_set_kwargs))
+    reserved = ('training_set_kwargs', 'G', 'D', 'G_ema', 'augment_pipe', loop_state.RESUME_STATE_KEY)
+    for key, value in extras.items():
+        if key in reserved:
+            raise ValueError(f"loss.snapshot_extras() returned reserved snapshot key '{key}'")
+        snapshot[key] = _to_cpu(value)
     for name, module in (('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe)):
         if module is not None:
             module = copy.deepcopy(module).eval().requires_grad_(False).cpu()
         snapshot[name] = module
-    for key, value in extras.items():
-        if key in snapshot or key == loop_state.RESUME_STATE_KEY:
-            raise ValueError(f"loss.snapshot_extras() returned reserved snapshot key '{key}'")
-        snapshot[key] = _to_cpu(value)
     if resume_state is not None:
         snapshot[loop_state.RESUME_STATE_KEY] = resume_state
     return snapshot

@@ -23,7 +23,8 @@ import torch
 
 SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+(?:\.\d+)?)\.pkl$')
 RUN_DIR_RE = re.compile(r'^(\d+)-(.+)$')
-TEMP_FILE_RE = re.compile(r'^\.(.+\.pkl\.[0-9a-f]+\.tmp|tmp_.*\.png)$')  # snapshot_io / image_utils temp names
+# Temporary files of snapshot_io, image_utils and truncate_jsonl that a killed process may leave.
+TEMP_FILE_RE = re.compile(r'^(\..+\.pkl\.[0-9a-f]+\.tmp|\.tmp_.*\.png|.+\.jsonl\.tmp)$')
 OPTIONS_FILE = 'training_options.json'
 MATCH_IGNORED_KEYS = ('run_dir',)  # Options that may differ between two invocations of the same run.
 RESUME_STATE_KEY = 'resume_state'  # Snapshot key holding everything in `make_resume_state`.

@@ -79,6 +79,11 @@ class Loss:
         """Extra top-level snapshot keys (plain data and tensors)."""
         return {}
 
+    def on_snapshot(self, G_ema: torch.nn.Module, run_dir: str, label: str) -> dict:
+        """Rank 0, after each network snapshot: write extra files (e.g. per-domain grids) and
+        return `{stat name: float}` evaluation results for the stats sinks (default: none)."""
+        return {}
+
 # ---------------------------------------------------------------------------------------------
 
 

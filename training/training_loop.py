@@ -161,16 +161,18 @@ def setup(options: dict, rank: int, world_size: int, device: torch.device, conti
 
 def _load_initial_weights(opts, continue_pkl, G, D, G_ema, log) -> dict | None:
     """Load the snapshot to continue (returns its resume_state) or the --resume weights (returns None)."""
-    import legacy
+    from training import snapshot_io
     if continue_pkl is not None:
-        data = legacy.load_network_pkl(continue_pkl)
+        data = snapshot_io.load_network_pkl(continue_pkl)
         loop_setup.load_networks_from(data, G, D, G_ema, continue_pkl)
         state = loop_snapshot.load_resume_state(data, continue_pkl)
         log(f'Continuing from {continue_pkl} at {state["progress"]["cur_nimg"] / 1000:g} kimg')
         return state
+    if opts.resume_pkl == 'latest':
+        raise ValueError("resume_pkl='latest' names no file: train.launch_training resolves it into continue_pkl")
     if opts.resume_pkl:
         with dnnlib.util.open_url(opts.resume_pkl) as f:
-            data = legacy.load_network_pkl(f)
+            data = snapshot_io.load_network_pkl(f)
         loop_setup.load_networks_from(data, G, D, G_ema, opts.resume_pkl)
         log(f'Resuming weights from {opts.resume_pkl} (counters, optimizer state and ADA p start fresh; '
             f're-run the same command or use --resume latest to continue a run exactly)')
@@ -371,6 +373,11 @@ def end_tick(ctx: Context, done: bool) -> None:
     if opts.network_snapshot_ticks and (done or tick % opts.network_snapshot_ticks == 0):
         snapshot_pkl = _save_network_snapshot(ctx)
         metric_stats = _evaluate_metrics(ctx, snapshot_pkl)
+        if ctx.rank == 0:
+            with loop_state.preserved_rng(ctx.device):
+                label = loop_state.kimg_label(nimg, ctx.fractional_kimg)
+                for key, value in ctx.loss.on_snapshot(ctx.G_ema, opts.run_dir, label).items():
+                    metric_stats[key] = dnnlib.EasyDict(num=1, mean=float(value), std=0.0)
 
     if ctx.rank == 0:
         timestamp = time.time()

@@ -11,11 +11,12 @@ import os
 
 import torch
 
+import dnnlib
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(dnnlib.util.UserError, RuntimeError):
     """A pretrained network could not be loaded (typically: offline, weights not cached)."""
 
 #----------------------------------------------------------------------------
