@@ -77,8 +77,8 @@ def analyze(network_pkl: str, outdir: str, num_latents: int = 64, step: float = 
     if config_count is not None and config_count > G.w_dim:
         raise dnnlib.util.UserError(f'--write-config-dims {config_count}: the generator has only w_dim {G.w_dim} directions')
     if metric == 'alex' and G.img_resolution < MIN_LPIPS_RESOLUTION:
-        raise dnnlib.util.UserError(f'--lpips {metric}: LPIPS-AlexNet needs images of at least {MIN_LPIPS_RESOLUTION} px, the '
-                                    f'generator makes {G.img_resolution} px; use --lpips vgg or l2')
+        raise dnnlib.util.UserError(f'--lpips {metric}: LPIPS-AlexNet needs images of at least {MIN_LPIPS_RESOLUTION} '
+                                    f'px, the generator makes {G.img_resolution} px; use --lpips vgg or l2')
     try:
         basis, basis_source = resolve_latent_basis(G, G.w_dim, data.get('latent_basis'), latent_factors_path)
     except ValueError as e:
@@ -95,7 +95,8 @@ def analyze(network_pkl: str, outdir: str, num_latents: int = 64, step: float = 
     record = dormancy.dormancy_record(effects, step, num_latents, name, dormant, threshold_fraction, basis_source)
     os.makedirs(outdir, exist_ok=True)
     dormancy.save_dormancy_json(record, os.path.join(outdir, 'dormancy.json'))
-    dormancy.plot_dormancy(effects, dormant, os.path.join(outdir, 'dormancy.png'), metric=name, step=step)
+    dormancy.plot_dormancy(effects, dormant, os.path.join(outdir, 'dormancy.png'), metric=name, step=step,
+                           threshold_fraction=threshold_fraction)
     print(f'Suggested dormant directions: [{dormant[0]}, {dormant[1]}) '
           f'(effect < {threshold_fraction:g} x max, from the last index backwards)')
     print(f'Wrote {os.path.join(outdir, "dormancy.json")} and dormancy.png')

@@ -43,8 +43,9 @@ def list_targets(target: str) -> dict[str, str]:
     if os.path.isdir(target):
         files, duplicates = files_by_stem(target, IMAGE_EXTENSIONS)
         if duplicates:
-            raise dnnlib.util.UserError(f'--target {target}: several images share the stem(s) '
-                                        f'{", ".join(sorted(set(duplicates)))}; keep one per stem (outputs are named by stem)')
+            stems = ', '.join(sorted(set(duplicates)))
+            raise dnnlib.util.UserError(f'--target {target}: several images share the stem(s) {stems}; '
+                                        f'keep one per stem (outputs are named by stem)')
         if not files:
             raise dnnlib.util.UserError(f'--target {target}: no images ({", ".join(IMAGE_EXTENSIONS)}) in this folder')
         return files

@@ -218,8 +218,9 @@ def _config_html(cfg: dict | None, source: str | None) -> str:
         for i, task in enumerate(tasks):
             task = task if isinstance(task, dict) else {}
             args = json.dumps(task.get('args', {}), sort_keys=True)
-            parts.append(f'<tr><td>{i}</td><td>{html.escape(str(task.get("type", "?")))}</td>'
-                         f'<td>{html.escape(str(task.get("dimension", "auto")))}</td><td><code>{html.escape(args)}</code></td></tr>')
+            cells = [str(i), html.escape(str(task.get('type', '?'))), html.escape(str(task.get('dimension', 'auto'))),
+                     f'<code>{html.escape(args)}</code>']
+            parts.append('<tr>' + ''.join(f'<td>{cell}</td>' for cell in cells) + '</tr>')
         parts.append('</table>')
     parts.append(f'<pre>{html.escape(json.dumps(cfg, indent=2, sort_keys=True))}</pre>')
     return '\n'.join(parts)

@@ -19,6 +19,15 @@ W_DIM = 16
 NULL_DIMS = [3, 9, 14]   # Basis columns the constructed generator ignores exactly.
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks run far faster on one thread, most of all on a busy machine (no OpenMP contention)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _tiny_G(seed=1):
     torch.manual_seed(seed)
     G = Generator(z_dim=W_DIM, c_dim=0, w_dim=W_DIM, img_resolution=16, img_channels=3,
@@ -170,3 +179,18 @@ def test_cli_errors_are_one_line_and_create_nothing(tmp_path, capsys):
     bad_json.write_text('{"effects": 3}')
     code, _, err = _run_cli(['--from-json', str(bad_json), '--write-config-dims', '1'], capsys)
     assert code == 2 and 'not a dormancy.json' in err.strip().splitlines()[-1]
+
+
+def test_conditional_latents_use_the_given_or_random_classes():
+    torch.manual_seed(0)
+    G = Generator(z_dim=8, c_dim=3, w_dim=8, img_resolution=16, img_channels=3,
+                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=64, channel_max=8)).eval()
+    z = torch.from_numpy(np.random.RandomState(4).randn(5, 8)).float()
+    c = torch.nn.functional.one_hot(torch.full([5], 2), 3).float()
+    expected = G.mapping(z, c, skip_w_avg_update=True)[:, 0]
+    torch.testing.assert_close(dormancy.sample_w(G, 5, seed=4, class_idx=2), expected)
+    rnd = np.random.RandomState(4)
+    rnd.randn(5, 8)
+    classes = torch.as_tensor(rnd.randint(3, size=5))
+    expected = G.mapping(z, torch.nn.functional.one_hot(classes, 3).float(), skip_w_avg_update=True)[:, 0]
+    torch.testing.assert_close(dormancy.sample_w(G, 5, seed=4), expected)

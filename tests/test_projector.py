@@ -19,6 +19,15 @@ from training.subspaces import LatentSubspaces
 from training.tasks.mystyle import load_anchor
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks run far faster on one thread, most of all on a busy machine (no OpenMP contention)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _tiny_G(w_dim=32, seed=0):
     torch.manual_seed(seed)
     G = Generator(z_dim=w_dim, c_dim=0, w_dim=w_dim, img_resolution=16, img_channels=3,
@@ -193,6 +202,11 @@ def test_cli_errors_are_one_line_and_create_nothing(tmp_path, capsys):
     code, _, err = _run_cli(['--network', str(plain), '--outdir', str(out), '--metric', 'l2', '--target', str(big),
                              '--resize', '--expanded'], capsys)
     assert code == 2 and 'not an expanded generator' in err.strip().splitlines()[-1] and not out.exists()
+    cond = tmp_path / 'cond.pkl'
+    save_toy_snapshot(cond, c_dim=2)
+    code, _, err = _run_cli(['--network', str(cond), '--outdir', str(out), '--metric', 'l2', '--target', str(big),
+                             '--resize'], capsys)
+    assert code == 2 and '--class is required' in err.strip().splitlines()[-1] and not out.exists()
     # --resize accepts the 40x30 image (center crop + Lanczos to 16x16).
     code, _, err = _run_cli(base + ['--target', str(big), '--resize'], capsys)
     assert code == 0, err

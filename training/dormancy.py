@@ -13,7 +13,6 @@ largest effect. Users pick the `dimension`s of their expansion config from that 
 """
 
 import json
-import os
 
 import numpy as np
 import torch
@@ -180,9 +179,11 @@ def load_dormancy_json(path: str) -> dict:
 
 #----------------------------------------------------------------------------
 
-def plot_dormancy(effects, dormant_range: tuple, path: str, metric: str = 'lpips', step: float = 20.0) -> None:
+def plot_dormancy(effects, dormant_range: tuple, path: str, metric: str = 'lpips', step: float = 20.0,
+        threshold_fraction: float = None) -> None:
     """Fig. 12-style plot: effect per direction index (sorted by singular value), the suggested
-    dormant range shaded. Uses matplotlib's object API with the Agg canvas (no global backend)."""
+    dormant range shaded and, when given, the threshold drawn. Uses matplotlib's object API with
+    the Agg canvas (no global backend state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     effects = np.asarray(effects, dtype=np.float64).reshape(-1)
@@ -190,16 +191,21 @@ def plot_dormancy(effects, dormant_range: tuple, path: str, metric: str = 'lpips
     fig = Figure(figsize=(8, 3.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    ax.plot(np.arange(effects.size), effects, color='tab:blue', linewidth=1.2, label=f'mean {metric}')
+    ax.plot(np.arange(effects.size), effects, color='tab:blue', linewidth=1.2, label='mean effect')
+    if threshold_fraction is not None:
+        ax.axhline(threshold_fraction * effects.max(), color='tab:gray', linestyle='--', linewidth=1,
+            label=f'{threshold_fraction:g} x max')
     if stop > start:
-        ax.axvspan(start - 0.5, stop - 0.5, color='tab:orange', alpha=0.25,
-            label=f'suggested dormant [{start}, {stop})')
-    ax.set_xlabel('direction index (decreasing singular value)')
-    ax.set_ylabel(f'mean {metric}, step {step:g}')
+        ax.axvspan(start - 0.5, stop - 0.5, color='tab:orange', alpha=0.25, label=f'suggested dormant [{start}, {stop})')
+    else:
+        ax.plot([], [], ' ', label='no dormant tail at this threshold')
+    ax.set_title(f'{metric} between G(w) and G(w + {step:g} v_i)', fontsize='medium')
+    ax.set_xlabel('direction index i (decreasing singular value)')
+    ax.set_ylabel('mean distance')
     ax.set_xlim(-0.5, effects.size - 0.5)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(loc='upper right')
+    ax.legend(loc='upper right', fontsize='small')
     fig.tight_layout()
     fig.savefig(path, format='png')
 
