@@ -152,13 +152,19 @@ def save_demo_grid(G_src, G_exp, subspaces, names, path: str, num_columns: int =
     image_utils.save_png_atomic(grid, path)
 
 
+def next_run_dir(root: str) -> str:
+    """`root/NNNNN`, one past the highest existing number: re-running never touches earlier results."""
+    existing = [int(name) for name in (os.listdir(root) if os.path.isdir(root) else []) if name.isdigit()]
+    return os.path.join(root, f'{max(existing, default=-1) + 1:05d}')
+
+
 def run_demo(outdir: str = 'demo_out', steps: int = 400, batch: int = 8, seed: int = 0,
              num_eval_latents: int = 32) -> str:
-    """Expand the shipped generator, train the baseline, evaluate; returns the metrics.json path."""
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
-    outdir = os.path.abspath(outdir)
-    if os.path.exists(os.path.join(outdir, 'metrics.json')):
-        raise dnnlib.util.UserError(f'--outdir {outdir} already holds a finished demo; choose another --outdir')
+    """Expand the shipped generator, train the baseline, evaluate; returns the metrics.json path.
+
+    Everything goes to a new numbered folder under `outdir` (demo_out/00000, demo_out/00001, ...).
+    """
+    outdir = next_run_dir(os.path.abspath(outdir))
     src = load_source()
     G_src = src['G_ema'].eval()
     os.makedirs(outdir, exist_ok=True)

@@ -1,16 +1,18 @@
 """Plain-Python utilities shared by every layer: attribute dicts, building objects by
-dotted name, time formatting and cached URL opening. No torch here (see STYLE.md, Layers)."""
+dotted name, time formatting, cached URL opening and atomic file writes. No torch here (see
+STYLE.md, Layers)."""
 
+import contextlib
 import hashlib
 import importlib
 import io
 import os
 import re
-import tempfile
+import secrets
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import Any, Iterator
 
 # ---------------------------------------------------------------------------------------------
 
@@ -167,10 +169,8 @@ def open_url(url: str, cache_dir: str | None = None, num_attempts: int = 3, time
     data = _download(url, num_attempts, timeout_s, cache_path)
     if cache:
         os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(cache_path), prefix='.tmp_')
-        with os.fdopen(fd, 'wb') as f:
+        with atomic_write_path(cache_path) as tmp_path, open(tmp_path, 'wb') as f:
             f.write(data)
-        os.replace(tmp_path, cache_path)
         if return_filename:
             return cache_path
     elif return_filename:
@@ -195,8 +195,77 @@ def _download(url: str, num_attempts: int, timeout_s: float, cache_path: str) ->
                         f'elsewhere and place it at {cache_path} (or pass a local path instead of the URL)')
 
 # ---------------------------------------------------------------------------------------------
+# Atomic file writes: readers see the old file or the complete new one, never a partial one.
+
+# Names of the temporary files below: `.<final name>.<8 hex digits>.tmp` in the final folder.
+ATOMIC_TEMP_NAME_RE = re.compile(r'^\..+\.[0-9a-f]{8}\.tmp$')
 
 
+def _temp_path_beside(path: str) -> str:
+    # Same folder as `path`, hence same file system: os.replace onto `path` is atomic.
+    folder = os.path.dirname(os.path.abspath(path))
+    return os.path.join(folder, f'.{os.path.basename(path)}.{secrets.token_hex(4)}.tmp')
+
+
+def create_temp_file_beside(path: str) -> str:
+    """Create an empty temporary file in the folder of `path` (to be renamed over it) and return
+    its path. Its mode is what open() gives a new file (0o666 minus the umask), unlike
+    tempfile.mkstemp's 0o600, which would leave the renamed output unreadable to other users."""
+    while True:
+        tmp = _temp_path_beside(path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # Mode filtered by the umask.
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+
+
+def create_temp_dir_beside(path: str) -> str:
+    """Create an empty temporary folder in the folder of `path` (to be renamed over it) and return
+    its path; mode 0o777 minus the umask (tempfile.mkdtemp would give 0o700)."""
+    while True:
+        tmp = _temp_path_beside(path)
+        try:
+            os.mkdir(tmp, 0o777)
+        except FileExistsError:
+            continue
+        return tmp
+
+
+@contextlib.contextmanager
+def atomic_write_path(path: str, durable: bool = False) -> Iterator[str]:
+    """Context manager for writing the file `path` all at once.
+
+    Yields the path of an empty temporary file beside `path` (see `create_temp_file_beside`).
+    When the block ends normally that file is renamed over `path`; when it raises, the file is
+    removed. A killed process leaves only a temporary file (ATOMIC_TEMP_NAME_RE).
+
+    Args:
+        path:    final file path; its folder must exist.
+        durable: also fsync the file and its folder, so that the new contents survive a power
+                 loss once the block has ended (snapshots).
+    """
+    tmp = create_temp_file_beside(path)
+    try:
+        yield tmp
+        if durable:
+            fd = os.open(tmp, os.O_RDWR)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    if durable and hasattr(os, 'O_DIRECTORY'):  # Make the rename itself durable (POSIX only).
+        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 # ---------------------------------------------------------------------------------------------
 # Errors for the person at the keyboard (interfaces.md section 4).

@@ -414,11 +414,6 @@ def _metric(fn):
     return fn
 
 
-def _generated_only(fn):
-    fn.needs_real_images = False
-    return fn
-
-
 @_metric
 def fid50k_full_base(opts):
     """Expansion: FID of 50k base-subspace images vs. the full dataset (Tab. 2)."""
@@ -426,35 +421,35 @@ def fid50k_full_base(opts):
 
 
 @_metric
-@_generated_only
+@metric_utils.without_real_images
 def fid50k_base_parent(opts):
     """Expansion: FID of 50k base-subspace images vs. 50k parent-generator images (--parent)."""
     return compute_fid_base_parent(opts, 'fid50k_base_parent', num_gen=50000)
 
 
 @_metric
-@_generated_only
+@metric_utils.without_real_images
 def clip_error1k(opts):
     """Expansion: per-domain CLIP error (ViT-L/14, held out) of 1k images per domain (Sec. 4.3)."""
     return compute_clip_errors(opts, 'clip_error1k', num_images=1000)
 
 
 @_metric
-@_generated_only
+@metric_utils.without_real_images
 def lpips_diversity1k(opts):
     """Expansion: per-domain intra-cluster LPIPS diversity, 1k images, 10 clusters (Tab. 1)."""
     return compute_lpips_diversity(opts, 'lpips_diversity1k', num_images=1000)
 
 
 @_metric
-@_generated_only
+@metric_utils.without_real_images
 def clip_compose100(opts):
     """Expansion: CLIP errors of two-domain compositions, normalised by one domain (Fig. 9)."""
     return compute_composition(opts, 'clip_compose100', num_images=100)
 
 
 @_metric
-@_generated_only
+@metric_utils.without_real_images
 def semantic_diversity100(opts):
     """Expansion: Semantic-Score (to extra reference_images) and Diversity, CLIP ViT-B/16, 100 images."""
     return compute_semantic_diversity(opts, 'semantic_diversity100', num_images=100)
@@ -467,35 +462,35 @@ def fid_base_tiny(opts):
 
 
 @_metric
-@_generated_only
+@metric_utils.without_real_images
 def fid_base_parent_tiny(opts):
     """Expansion: base-subspace vs. parent FID with tiny_num_items images (smoke runs and tests)."""
     return compute_fid_base_parent(opts, 'fid_base_parent_tiny', num_gen=opts.tiny_num_items)
 
 
 @_metric
-@_generated_only
+@metric_utils.without_real_images
 def clip_error_tiny(opts):
     """Expansion: per-domain CLIP error with tiny_num_items images (smoke runs and tests)."""
     return compute_clip_errors(opts, 'clip_error_tiny', num_images=opts.tiny_num_items)
 
 
 @_metric
-@_generated_only
+@metric_utils.without_real_images
 def lpips_diversity_tiny(opts):
     """Expansion: intra-cluster LPIPS diversity, tiny_num_items images, 3 clusters (smoke runs, tests)."""
     return compute_lpips_diversity(opts, 'lpips_diversity_tiny', num_images=opts.tiny_num_items, num_clusters=3)
 
 
 @_metric
-@_generated_only
+@metric_utils.without_real_images
 def clip_compose_tiny(opts):
     """Expansion: composition CLIP errors with tiny_num_items images (smoke runs and tests)."""
     return compute_composition(opts, 'clip_compose_tiny', num_images=opts.tiny_num_items)
 
 
 @_metric
-@_generated_only
+@metric_utils.without_real_images
 def semantic_diversity_tiny(opts):
     """Expansion: Semantic-Score / Diversity with tiny_num_items images (smoke runs and tests)."""
     return compute_semantic_diversity(opts, 'semantic_diversity_tiny', num_images=opts.tiny_num_items)

@@ -52,13 +52,9 @@ def compute_kid(opts: metric_utils.MetricOptions, max_real: int | None, num_gen:
                 max_subset_size: int = 1000, detector_url: str = feature_networks.INCEPTION_URL) -> float:
     """KID between (at most `max_real`; None: all) dataset images and `num_gen` generated images.
     Returns NaN on ranks other than 0."""
-    detector_kwargs = dict(return_features=True)  # Inception pool3 features, 2048-d.
-    real_features = metric_utils.compute_feature_stats_for_dataset(
-        opts, detector_url, detector_kwargs, capture_all=True, max_items=max_real,
-        tag='KID: real images').get_all()
-    gen_features = metric_utils.compute_feature_stats_for_generator(
-        opts, detector_url, detector_kwargs, capture_all=True, max_items=num_gen,
-        tag='KID: generated images').get_all()
+    # Inception pool3 features, 2048-d.
+    real_features, gen_features = metric_utils.compute_real_and_generated_features(
+        opts, detector_url, max_real=max_real, num_gen=num_gen, label='KID')
     if opts.rank != 0:
         return float('nan')
     return kid_from_features(real_features, gen_features, num_subsets, max_subset_size, seed=opts.seed)

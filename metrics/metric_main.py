@@ -51,12 +51,6 @@ def metric_needs_real_images(metric: str) -> bool:
     return getattr(_metric_dict[metric], 'needs_real_images', True)
 
 
-def _without_real_images(fn: Callable) -> Callable:
-    # Marks a metric whose dataset (if any) only supplies labels for a conditional G.
-    fn.needs_real_images = False
-    return fn
-
-
 def describe_metric(metric: str) -> str:
     """First docstring line of a registered metric."""
     doc = (_metric_dict[metric].__doc__ or '').strip()
@@ -192,14 +186,14 @@ def pr50k3_full(opts):
 
 
 @register_metric
-@_without_real_images
+@metric_utils.without_real_images
 def ppl2_wend(opts):
     """Perceptual path length in W, endpoints, no crop, 50k pairs (StyleGAN2 definition)."""
     return _ppl(opts, 'ppl2_wend', num_samples=50000, space='w', sampling='end', crop=False)
 
 
 @register_metric
-@_without_real_images
+@metric_utils.without_real_images
 def is50k(opts):
     """Inception score of 50k generated images (10 splits)."""
     return _is(opts, 'is50k', num_gen=50000, num_splits=10)
@@ -239,7 +233,7 @@ def pr10k3_full(opts):
 
 
 @register_metric
-@_without_real_images
+@metric_utils.without_real_images
 def is10k(opts):
     """Inception score of 10k generated images (10 splits)."""
     return _is(opts, 'is10k', num_gen=10000, num_splits=10)
@@ -267,28 +261,28 @@ def pr50k3(opts):
 
 
 @register_metric
-@_without_real_images
+@metric_utils.without_real_images
 def ppl_zfull(opts):
     """PPL in Z, full paths, face crop, 50k pairs (StyleGAN1 definition)."""
     return _ppl(opts, 'ppl_zfull', num_samples=50000, space='z', sampling='full', crop=True)
 
 
 @register_metric
-@_without_real_images
+@metric_utils.without_real_images
 def ppl_wfull(opts):
     """PPL in W, full paths, face crop, 50k pairs (StyleGAN1 definition)."""
     return _ppl(opts, 'ppl_wfull', num_samples=50000, space='w', sampling='full', crop=True)
 
 
 @register_metric
-@_without_real_images
+@metric_utils.without_real_images
 def ppl_zend(opts):
     """PPL in Z, endpoints, face crop, 50k pairs (StyleGAN1 definition)."""
     return _ppl(opts, 'ppl_zend', num_samples=50000, space='z', sampling='end', crop=True)
 
 
 @register_metric
-@_without_real_images
+@metric_utils.without_real_images
 def ppl_wend(opts):
     """PPL in W, endpoints, face crop, 50k pairs (StyleGAN1 definition)."""
     return _ppl(opts, 'ppl_wend', num_samples=50000, space='w', sampling='end', crop=True)
@@ -317,14 +311,14 @@ def pr_tiny(opts):
 
 
 @register_metric
-@_without_real_images
+@metric_utils.without_real_images
 def is_tiny(opts):
     """Inception score of tiny_num_items generated images, 2 splits (smoke runs and tests)."""
     return _is(opts, 'is_tiny', num_gen=opts.tiny_num_items, num_splits=2)
 
 
 @register_metric
-@_without_real_images
+@metric_utils.without_real_images
 def ppl_tiny(opts):
     """PPL in W, endpoints, tiny_num_items pairs (smoke runs and tests)."""
     return _ppl(opts, 'ppl_tiny', num_samples=opts.tiny_num_items, space='w', sampling='end', crop=False)

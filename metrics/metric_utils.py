@@ -11,7 +11,6 @@ import copy
 import hashlib
 import json
 import os
-import tempfile
 from typing import Callable, Iterator
 
 import numpy as np
@@ -22,6 +21,14 @@ import dnnlib
 from metrics import feature_networks
 
 # ---------------------------------------------------------------------------------------------
+
+
+def without_real_images(fn: Callable) -> Callable:
+    """Decorator for a registered metric that looks at generated images only (IS, PPL, most
+    expansion metrics): its dataset, if any, only supplies labels for a conditional G, so
+    command lines need no --data for it (metric_main.metric_needs_real_images)."""
+    fn.needs_real_images = False
+    return fn
 
 
 class MetricOptions:
@@ -194,10 +201,8 @@ class FeatureStats:
             arrays['raw_mean'] = self.raw_mean
             arrays['raw_cov'] = self.raw_cov
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.tmp_', suffix='.npz')
-        with os.fdopen(fd, 'wb') as f:
+        with dnnlib.util.atomic_write_path(path) as tmp_path, open(tmp_path, 'wb') as f:
             np.savez(f, **arrays)
-        os.replace(tmp_path, path)
 
     @staticmethod
     def load(path: str) -> 'FeatureStats':
@@ -398,5 +403,20 @@ def compute_feature_stats_for_generator(opts: MetricOptions, detector_url: str, 
             progress.update(stats.num_items)
             step += 1
     return stats
+
+
+def compute_real_and_generated_features(opts: MetricOptions, detector_url: str, max_real: int | None,
+                                        num_gen: int, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every feature row (`return_features=True`) of at most `max_real` dataset images (None:
+    all) and of `num_gen` generated images: the inputs of the metrics that compare the two sets
+    row by row (KID, precision/recall). `label` heads the progress tags (e.g. 'KID')."""
+    detector_kwargs = dict(return_features=True)
+    real_features = compute_feature_stats_for_dataset(
+        opts, detector_url, detector_kwargs, capture_all=True, max_items=max_real,
+        tag=f'{label}: real images').get_all()
+    gen_features = compute_feature_stats_for_generator(
+        opts, detector_url, detector_kwargs, capture_all=True, max_items=num_gen,
+        tag=f'{label}: generated images').get_all()
+    return real_features, gen_features
 
 # ---------------------------------------------------------------------------------------------

@@ -57,13 +57,9 @@ def compute_pr(opts: metric_utils.MetricOptions, max_real: int | None, num_gen: 
                detector_url: str = feature_networks.VGG16_URL) -> tuple[float, float]:
     """(precision, recall) between dataset and generated images. The distance computations run
     on rank 0 only (other ranks return NaN)."""
-    detector_kwargs = dict(return_features=True)  # VGG16 fc features, 4096-d.
-    real_features = metric_utils.compute_feature_stats_for_dataset(
-        opts, detector_url, detector_kwargs, capture_all=True, max_items=max_real,
-        tag='PR: real images').get_all()
-    gen_features = metric_utils.compute_feature_stats_for_generator(
-        opts, detector_url, detector_kwargs, capture_all=True, max_items=num_gen,
-        tag='PR: generated images').get_all()
+    # VGG16 fc features, 4096-d.
+    real_features, gen_features = metric_utils.compute_real_and_generated_features(
+        opts, detector_url, max_real=max_real, num_gen=num_gen, label='PR')
     if opts.rank != 0:
         return float('nan'), float('nan')
     real = torch.from_numpy(real_features).to(opts.device)

@@ -7,7 +7,7 @@ import copy
 
 import torch
 
-from training.networks import Discriminator, Generator
+from tiny_nets import tiny_discriminator, tiny_generator
 from training.snapshot_io import save_network_pkl
 
 W_DIM = 8
@@ -27,10 +27,8 @@ def save_toy_snapshot(path, c_dim: int = 0, tasks=((7, 'grayscale'),), subspace_
     base projection and its mean term both matter. `expansion_cfg='auto'` builds a config of
     Transform tasks from `tasks`; None stores none.
     """
-    torch.manual_seed(seed)
-    G = Generator(z_dim=W_DIM, c_dim=c_dim, w_dim=W_DIM, img_resolution=16, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=64, channel_max=8))
-    D = Discriminator(c_dim=c_dim, img_resolution=16, img_channels=3, channel_base=64, channel_max=8)
+    G = tiny_generator(W_DIM, c_dim=c_dim, channel_base=64, channel_max=8, seed=seed)
+    D = tiny_discriminator(c_dim=c_dim, channel_base=64, channel_max=8)
     with torch.no_grad():
         G.mapping.w_avg.copy_(torch.randn([W_DIM]))
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)

@@ -4,7 +4,6 @@ No pretrained network is used: CLIP is replaced by a tiny stand-in whose embeddi
 compute by hand, LPIPS by small distances injected through SharedModels.
 """
 
-import math
 import urllib.error
 
 import numpy as np

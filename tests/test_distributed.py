@@ -21,6 +21,8 @@ STEPS = 6
 # by ~2e-2 in these steps. The bound 2e-5 leaves a 5x margin for other BLAS builds.
 SINGLE_VS_MULTI_TOL = 2e-5
 
+pytestmark = pytest.mark.usefixtures('one_thread')
+
 
 def deterministic_options(data, outdir, gpus):
     """--cfg tiny without any per-rank randomness (no noise inputs, style mixing, augmentation, path
@@ -74,14 +76,6 @@ def _worker(rank, world_size, init_file, options, out_dir):
         tl.training_loop(dict(options, run_dir=run_dir), rank=rank, world_size=world_size, device='cpu')
     finally:
         distributed.shutdown()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_two_gloo_processes_match_one(tmp_path):

@@ -1,6 +1,5 @@
 """Dormancy analysis (App. C.1, Fig. 12): training/dormancy.py and analyze_dormancy.py."""
 
-import copy
 import json
 
 import numpy as np
@@ -9,30 +8,20 @@ import pytest
 import torch
 
 import analyze_dormancy
-import dnnlib
+from conftest import run_cli_inprocess
+from tiny_nets import snapshot_data, tiny_discriminator, tiny_generator
 from training import dormancy
 from training.latent_basis import factorize
-from training.networks import Discriminator, Generator
 from training.snapshot_io import save_network_pkl
 
 W_DIM = 16
 NULL_DIMS = [3, 9, 14]   # Basis columns the constructed generator ignores exactly.
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run far faster on one thread, most of all on a busy machine (no OpenMP contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _tiny_G(seed=1):
-    torch.manual_seed(seed)
-    G = Generator(z_dim=W_DIM, c_dim=0, w_dim=W_DIM, img_resolution=16, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=128, channel_max=16))
-    return G.eval().requires_grad_(False)
+    return tiny_generator(W_DIM, seed=seed).eval().requires_grad_(False)
 
 
 def _random_basis(seed=0):
@@ -52,19 +41,12 @@ def _blind_G(basis, dims):
 
 
 def _save_snapshot(G, path, **extra):
-    D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=16)
-    save_network_pkl(dict(G=G, D=D, G_ema=copy.deepcopy(G), training_set_kwargs=None, augment_pipe=None, **extra), path)
+    save_network_pkl(snapshot_data(G, tiny_discriminator(), **extra), path)
 
 
 def _run_cli(args, capsys):
     """Run analyze_dormancy.main in-process; returns (exit code, stdout, stderr)."""
-    try:
-        dnnlib.util.run_cli(analyze_dormancy.main, args)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli_inprocess(analyze_dormancy.main, args, capsys)
 
 # ---------------------------------------------------------------------------------------------
 
@@ -182,9 +164,7 @@ def test_cli_errors_are_one_line_and_create_nothing(tmp_path, capsys):
 
 
 def test_conditional_latents_use_the_given_or_random_classes():
-    torch.manual_seed(0)
-    G = Generator(z_dim=8, c_dim=3, w_dim=8, img_resolution=16, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=64, channel_max=8)).eval()
+    G = tiny_generator(8, c_dim=3, channel_base=64, channel_max=8, seed=0).eval()
     z = torch.from_numpy(np.random.RandomState(4).randn(5, 8)).float()
     c = torch.nn.functional.one_hot(torch.full([5], 2), 3).float()
     expected = G.mapping(z, c, skip_w_avg_update=True)[:, 0]

@@ -9,9 +9,9 @@ import torch
 
 import legacy
 from conftest import require_fixtures
+from tiny_nets import tiny_discriminator, tiny_generator
 from training import expansion_eval
 from training.expansion_loss import DomainExpansionLoss
-from training.networks import Discriminator, Generator
 from training.tasks.shared_models import SharedModels
 
 TRANSFORM_CFG = {'tasks': [
@@ -79,10 +79,8 @@ def test_official_protocol_trajectory_statistics():
 
 
 def _tiny_nets():
-    torch.manual_seed(1)
-    G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=16, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=128, channel_max=16))
-    D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=16)
+    G = tiny_generator(32, seed=1)
+    D = tiny_discriminator()
     return G.train().requires_grad_(False), D.train().requires_grad_(False)
 
 
@@ -195,9 +193,7 @@ def test_resume_state_restores_replay_target():
 
 def test_hundred_domains_parse_and_train():
     cfg = {'tasks': [{'type': 'Transform', 'args': {'transform': 'negative', 'name': f'd{i}'}} for i in range(100)]}
-    torch.manual_seed(0)
-    G = Generator(z_dim=16, c_dim=0, w_dim=128, img_resolution=16, img_channels=3,
-                  mapping_kwargs=dict(num_layers=1), synthesis_kwargs=dict(channel_base=512, channel_max=32))
+    G = tiny_generator(128, z_dim=16, mapping_layers=1, channel_base=512, channel_max=32, seed=0)
     G.train().requires_grad_(False)
     loss = _loss(G, cfg=cfg, lambda_recon_l2=1)
     assert loss.config.repurposed_dims == list(range(127, 27, -1))

@@ -16,6 +16,8 @@ from metrics import expansion_metrics
 from metrics import feature_networks
 from metrics import metric_main
 
+pytestmark = pytest.mark.usefixtures('one_thread')
+
 # ---------------------------------------------------------------------------------------------
 # Closed forms
 
@@ -128,14 +130,6 @@ def _opts(expanded, **extra):
     info = {k: expanded[k] for k in ('latent_basis', 'repurposed_dims', 'subspace_distance', 'expansion_cfg')}
     return dict(G=expanded['G_ema'], device='cpu', progress=False, tiny_num_items=12, num_workers=0,
                 extra=dict(expansion=info, **extra))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
 
 
 def test_clip_error_and_composition_end_to_end(expanded):

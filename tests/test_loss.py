@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from tiny_nets import tiny_discriminator, tiny_generator
 from torch_utils import training_stats
 from training import loss as loss_module
 from training.loss import Phase, StyleGAN2Loss
@@ -213,10 +214,8 @@ def test_d_phase_without_data_is_an_error():
 
 
 def test_real_networks_every_phase_gives_finite_gradients():
-    from training import networks
-    G = networks.Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=3,
-                           mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=64, channel_max=16))
-    D = networks.Discriminator(c_dim=0, img_resolution=8, img_channels=3, channel_base=64, channel_max=16)
+    G = tiny_generator(8, resolution=8, channel_base=64)
+    D = tiny_discriminator(resolution=8, channel_base=64)
     G.train().requires_grad_(False)
     D.train().requires_grad_(False)
     loss = loss_module.StyleGAN2Loss(device='cpu', G_mapping=G.mapping, G_synthesis=G.synthesis, D=D, batch_gpu=4)

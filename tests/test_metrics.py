@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import dnnlib
+from conftest import scriptable_copy
 from metrics import feature_networks
 from metrics import frechet_inception_distance
 from metrics import inception_score
@@ -402,7 +403,10 @@ def test_registered_detector_is_used_and_fingerprinted():
 def test_torchscript_detector_loads_from_detector_dir(tmp_path, monkeypatch):
     monkeypatch.delenv(feature_networks.DETECTOR_DIR_ENV, raising=False)
     # The real loading path (torch.jit.load of a TorchScript archive), offline via detector_dir.
-    det = feature_networks.RandomDetector(seed=5)
+    src_dir = tmp_path / 'src'
+    src_dir.mkdir()
+    RandomDetector = scriptable_copy(feature_networks.RandomDetector, src_dir)
+    det = RandomDetector(seed=5)
     torch.jit.save(torch.jit.script(det), str(tmp_path / 'vgg16.pt'))
     try:
         loaded = feature_networks.load_detector(feature_networks.VGG16_URL, torch.device('cpu'), detector_dir=str(tmp_path))
@@ -413,7 +417,7 @@ def test_torchscript_detector_loads_from_detector_dir(tmp_path, monkeypatch):
         assert fingerprint.startswith(feature_networks.VGG16_URL + ':sha256:')
         other = tmp_path / 'other'
         other.mkdir()
-        torch.jit.save(torch.jit.script(feature_networks.RandomDetector(seed=6)), str(other / 'vgg16.pt'))
+        torch.jit.save(torch.jit.script(RandomDetector(seed=6)), str(other / 'vgg16.pt'))
         assert feature_networks.detector_fingerprint(feature_networks.VGG16_URL, str(other)) != fingerprint
         assert feature_networks.detector_fingerprint(feature_networks.VGG16_URL) == feature_networks.VGG16_URL
     finally:

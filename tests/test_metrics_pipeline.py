@@ -15,7 +15,7 @@ import torch
 
 import calc_metrics
 import legacy
-from conftest import REPO_ROOT, require_fixtures
+from conftest import REPO_ROOT, require_fixtures, scriptable_copy
 from metrics import feature_networks
 from metrics import kernel_inception_distance
 from metrics import metric_main
@@ -26,13 +26,7 @@ RES = 32
 NUM_IMAGES = 40
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions run faster on one thread, and far faster on a busy shared machine.
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 # ---------------------------------------------------------------------------------------------
 
@@ -188,10 +182,10 @@ def test_official_network_metrics_are_seeded_and_report_progress(data_zip, tmp_p
 def detector_dir(tmp_path_factory) -> str:
     """Random detectors saved as TorchScript under the official file names."""
     path = tmp_path_factory.mktemp('detectors')
+    RandomDetector = scriptable_copy(feature_networks.RandomDetector, tmp_path_factory.mktemp('src'))
     for url, seed in [(feature_networks.INCEPTION_URL, 0), (feature_networks.VGG16_URL, 1)]:
         with pytest.warns(FutureWarning):  # torch.jit.script/save are deprecated, but the format is TorchScript
-            torch.jit.save(torch.jit.script(feature_networks.RandomDetector(seed=seed)),
-                           str(path / os.path.basename(url)))
+            torch.jit.save(torch.jit.script(RandomDetector(seed=seed)), str(path / os.path.basename(url)))
     return str(path)
 
 

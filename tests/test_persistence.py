@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import dnnlib
+from tiny_nets import adam_like_state_dict
 from torch_utils import persistence
 from torch_utils.persistence import SnapshotError, UnsafePickleError
 
@@ -56,19 +57,6 @@ def _assert_same_tensors(a: torch.nn.Module, b: torch.nn.Module):
     assert list(sa) == list(sb)
     for name in sa:
         assert sa[name].dtype == sb[name].dtype and torch.equal(sa[name], sb[name]), name
-
-
-def _adam_like_state_dict() -> dict:
-    """What torch.optim.Adam(...).state_dict() holds after a step (built by hand: constructing a
-    torch optimizer imports torch._dynamo, seconds of test time)."""
-    shapes = ([3, 2], [2])
-    return {
-        'state': {i: {'step': torch.tensor(3.0), 'exp_avg': torch.randn(s), 'exp_avg_sq': torch.rand(s)}
-                  for i, s in enumerate(shapes)},
-        'param_groups': [{'lr': 0.0025, 'betas': (0.0, 0.99), 'eps': 1e-08, 'weight_decay': 0, 'amsgrad': False,
-                          'maximize': False, 'foreach': None, 'capturable': False, 'differentiable': False,
-                          'fused': None, 'decoupled_weight_decay': False, 'params': [0, 1]}],
-    }
 
 
 def _safe_roundtrip(obj, protocol=4):
@@ -175,7 +163,7 @@ def test_plain_values_roundtrip_all_protocols():
         'bool_t': torch.tensor([True, False]), 'bf16': torch.randn(3).to(torch.bfloat16),
         'strided': torch.randn(4, 6)[:, ::2],
         'channels_last': torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last),
-        'param': torch.nn.Parameter(torch.randn(2)), 'optimizer': _adam_like_state_dict(),
+        'param': torch.nn.Parameter(torch.randn(2)), 'optimizer': adam_like_state_dict(),
     }
     for protocol in (2, 3, 4, 5):
         back = _safe_roundtrip(value, protocol)

@@ -8,31 +8,21 @@ import PIL.Image
 import pytest
 import torch
 
-import dnnlib
 import projector
+from conftest import run_cli_inprocess
 from expanded_toy import W_DIM as TOY_W_DIM, save_toy_snapshot
+from tiny_nets import tiny_generator
 from torch_utils import image_utils
 from training import projection
-from training.networks import Generator
 from training.snapshot_io import save_network_pkl
 from training.subspaces import LatentSubspaces
 from training.tasks.mystyle import load_anchor
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run far faster on one thread, most of all on a busy machine (no OpenMP contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _tiny_G(w_dim=32, seed=0):
-    torch.manual_seed(seed)
-    G = Generator(z_dim=w_dim, c_dim=0, w_dim=w_dim, img_resolution=16, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=128, channel_max=16))
-    return G.eval().requires_grad_(False)
+    return tiny_generator(w_dim, seed=seed).eval().requires_grad_(False)
 
 
 def _target_from_w(G, w):
@@ -45,13 +35,7 @@ def _error(G, latent, target_uint8):
 
 
 def _run_cli(args, capsys):
-    try:
-        dnnlib.util.run_cli(projector.main, args)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli_inprocess(projector.main, args, capsys)
 
 
 def _save_png(path, uint8_chw):

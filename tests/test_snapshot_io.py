@@ -14,6 +14,7 @@ import torch
 
 import legacy
 from conftest import REPO_ROOT, require_fixtures
+from tiny_nets import adam_like_state_dict
 from torch_utils import persistence
 from training import snapshot_io
 from training.snapshot_io import SnapshotError
@@ -246,22 +247,9 @@ def test_truncated_corrupt_and_foreign_files(tmp_path):
 # Our own formats.
 
 
-def _adam_like_state_dict() -> dict:
-    """What torch.optim.Adam(...).state_dict() holds after a step (built by hand: constructing a
-    torch optimizer imports torch._dynamo, seconds of test time)."""
-    shapes = ([3, 2], [2])
-    return {
-        'state': {i: {'step': torch.tensor(3.0), 'exp_avg': torch.randn(s), 'exp_avg_sq': torch.rand(s)}
-                  for i, s in enumerate(shapes)},
-        'param_groups': [{'lr': 0.0025, 'betas': (0.0, 0.99), 'eps': 1e-08, 'weight_decay': 0, 'amsgrad': False,
-                          'maximize': False, 'foreach': None, 'capturable': False, 'differentiable': False,
-                          'fused': None, 'decoupled_weight_decay': False, 'params': [0, 1]}],
-    }
-
-
 def _with_optimizer_state(data):
     data = dict(data)
-    data['G_opt_state'] = _adam_like_state_dict()
+    data['G_opt_state'] = adam_like_state_dict()
     data['cur_nimg'] = 12000
     return data
 
@@ -397,3 +385,23 @@ def test_convert_snapshot_function_and_cli(tmp_path):
     assert result.returncode != 0 and 'truncated' in last_line and str(bad) in last_line
     assert 'Traceback' not in result.stderr
     assert not (tmp_path / 'z.pkl').exists()
+
+
+def test_stylegan3_repository_generator_layout():
+    """StyleGAN2 snapshots written by the stylegan3 repository pass synthesis arguments flat and
+    set fused_modconv_default='inference_only'; they load and give the same outputs."""
+    records = snapshot_io.read_pickle_records(str(require_fixtures(*FIXTURE)))
+    for key in ('G', 'G_ema'):
+        kwargs = records[key].state['_init_kwargs']
+        flat = dict(kwargs.pop('synthesis_kwargs'))
+        kwargs.update(flat, fused_modconv_default='inference_only')
+    data = snapshot_io.load_network_pkl(io.BytesIO(_official_bytes(records, 4)))
+    _assert_tensors_equal_to_fixture(data)
+    G = data['G_ema']
+    assert G.synthesis.b32.fused_modconv_default == 'inference_only'
+    assert G.init_kwargs['synthesis_kwargs']['channel_base'] == 192
+    assert G.mapping.w_avg_beta == 0.998
+    ref = _npz('reference_outputs.npz')
+    with torch.no_grad():
+        img = G.synthesis(torch.from_numpy(ref['gema_ws_psi1']), noise_mode='const')
+    np.testing.assert_allclose(img.numpy(), ref['gema_img_psi1_const'], atol=1e-4, rtol=1e-5)

@@ -2,7 +2,6 @@
 the W&B sink without login, and a run killed with SIGKILL that continues exactly when the same
 command runs again."""
 
-import copy
 import json
 import os
 import signal
@@ -18,21 +17,15 @@ from click.testing import CliRunner
 
 import legacy
 import train
+from tiny_nets import snapshot_data, tiny_discriminator, tiny_generator
 from training import logging_sinks
 from training import loop_state
-from training import networks
 from training import snapshot_io
 from training.synthetic_data import make_synthetic_dataset
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')
@@ -50,14 +43,10 @@ def write_pngs(folder, sizes):
 
 def tiny_pickle(path, resolution=32, channels=3, num_layers=1):
     """A snapshot of a small G/D whose architecture differs from --cfg tiny (1 mapping layer, narrower)."""
-    G = networks.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=resolution, img_channels=channels,
-                           mapping_kwargs=dict(num_layers=num_layers),
-                           synthesis_kwargs=dict(channel_base=256, channel_max=16))
-    D = networks.Discriminator(c_dim=0, img_resolution=resolution, img_channels=channels, channel_base=256,
-                               channel_max=16, epilogue_kwargs=dict(mbstd_group_size=2))
-    data = dict(training_set_kwargs=None, G=G.eval(), D=D.eval(), G_ema=copy.deepcopy(G).eval(),
-                augment_pipe=None)
-    snapshot_io.save_network_pkl(data, path)
+    G = tiny_generator(16, resolution=resolution, channels=channels, mapping_layers=num_layers, channel_base=256)
+    D = tiny_discriminator(resolution=resolution, channels=channels, channel_base=256,
+                           epilogue_kwargs=dict(mbstd_group_size=2))
+    snapshot_io.save_network_pkl(snapshot_data(G.eval(), D.eval()), path)
     return str(path)
 
 

@@ -21,13 +21,7 @@ from training.loss import Loss, StyleGAN2Loss
 from training.synthetic_data import make_synthetic_dataset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks gain nothing from threads, and the CI machine is shared.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

@@ -1,13 +1,14 @@
 """Converting generator outputs to uint8 pictures and writing (labelled) image grids."""
 
 import os
-import tempfile
 
 import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 import PIL.ImageFont
 import torch
+
+import dnnlib
 
 # ---------------------------------------------------------------------------------------------
 
@@ -30,17 +31,9 @@ def to_pil(image_hwc: np.ndarray) -> PIL.Image.Image:
 
 def save_png_atomic(image: PIL.Image.Image, path: str) -> None:
     """Write a PNG through a temporary file in the same folder, then rename (no partial files)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp_', suffix='.png')
-    os.close(fd)
-    try:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with dnnlib.util.atomic_write_path(path) as tmp:
         image.save(tmp, format='PNG')
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 # ---------------------------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import zipfile
 
 import numpy as np
@@ -437,13 +436,12 @@ class DatasetWriter:
             raise DatasetError(f'{what} {dest}: directory is not empty; remove it or choose another path')
         parent = os.path.dirname(self.dest)
         os.makedirs(parent, exist_ok=True)
-        prefix = f'.{os.path.basename(self.dest)}.tmp-'
+        # Built beside the destination, renamed over it by close(); default modes (not 0o600).
         if self.is_zip:
-            fd, self._tmp = tempfile.mkstemp(prefix=prefix, dir=parent)
-            os.close(fd)
+            self._tmp = dnnlib.util.create_temp_file_beside(self.dest)
             self._zip = zipfile.ZipFile(self._tmp, 'w', compression=zipfile.ZIP_STORED)
         else:
-            self._tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+            self._tmp = dnnlib.util.create_temp_dir_beside(self.dest)
         self._labels = []
         self._closed = False
 

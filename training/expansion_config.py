@@ -255,18 +255,24 @@ def _check_arguments(cls, args: dict, shared_key, shared_args: dict, where: str,
             problems.append(f'tasks_losses.{shared_key}.{arg}: {message}')
     return len(class_problems) == 0
 
+def _first_users(parsed: list, key: str, problems: list, describe) -> dict:
+    """Index of the first task for each value of `key` (None: not set, skipped). Every later task
+    with a value already taken adds `describe(index, value, first_index)` to `problems`."""
+    first = {}
+    for index, p in enumerate(parsed):
+        value = p[key]
+        if value is None:
+            continue
+        if value in first:
+            problems.append(describe(index, value, first[value]))
+        else:
+            first[value] = index
+    return first
+
 def _assign_dimensions(parsed: list, w_dim: int, problems: list) -> list:
     """Given dims stay; the others get the highest unused dims in task order (Sec. 4.1: most dormant)."""
-    owner = {}
-    for index, p in enumerate(parsed):
-        dim = p['dimension']
-        if dim is None:
-            continue
-        if dim in owner:
-            problems.append(f'tasks[{index}].dimension: {dim} is already used by tasks[{owner[dim]}]; '
-                f'every task needs its own dimension')
-        else:
-            owner[dim] = index
+    owner = _first_users(parsed, 'dimension', problems, lambda index, dim, first:
+        f'tasks[{index}].dimension: {dim} is already used by tasks[{first}]; every task needs its own dimension')
     if len(parsed) >= w_dim:
         problems.append(f'tasks: {len(parsed)} tasks but w_dim is {w_dim}; at most {w_dim - 1} tasks leave a base subspace')
         return [p['dimension'] for p in parsed]
@@ -275,16 +281,8 @@ def _assign_dimensions(parsed: list, w_dim: int, problems: list) -> list:
 
 def _check_unique_names(parsed: list, problems: list) -> None:
     """Task names key logs, grids and metrics: two tasks may not share one."""
-    first = {}
-    for index, p in enumerate(parsed):
-        name = p['name']
-        if name is None:
-            continue
-        if name in first:
-            problems.append(f'tasks[{index}]: task name {name!r} is already used by tasks[{first[name]}]; '
-                f'set args.name to tell them apart')
-        else:
-            first[name] = index
+    _first_users(parsed, 'name', problems, lambda index, name, first:
+        f'tasks[{index}]: task name {name!r} is already used by tasks[{first}]; set args.name to tell them apart')
 
 def _unique(items: list) -> list:
     """Drop repeated messages (shared arguments are checked once per task), keeping order."""

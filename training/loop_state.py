@@ -21,10 +21,13 @@ import re
 import numpy as np
 import torch
 
+import dnnlib
+
 SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+(?:\.\d+)?)\.pkl$')
 RUN_DIR_RE = re.compile(r'^(\d+)-(.+)$')
-# Temporary files of snapshot_io, image_utils and truncate_jsonl that a killed process may leave.
-TEMP_FILE_RE = re.compile(r'^(\..+\.pkl\.[0-9a-f]+\.tmp|\.tmp_.*\.png|.+\.jsonl\.tmp)$')
+# Temporary files that a killed process may leave, besides dnnlib.util.ATOMIC_TEMP_NAME_RE (snapshots,
+# PNGs): truncate_jsonl's, and the PNG temporaries of versions before dnnlib.util.atomic_write_path.
+TEMP_FILE_RE = re.compile(r'^(\.tmp_.*\.png|.+\.jsonl\.tmp)$')
 OPTIONS_FILE = 'training_options.json'
 MATCH_IGNORED_KEYS = ('run_dir',)  # Options that may differ between two invocations of the same run.
 RESUME_STATE_KEY = 'resume_state'  # Snapshot key holding everything in `make_resume_state`.
@@ -86,7 +89,7 @@ def remove_temp_files(run_dir: str) -> list[str]:
     """Delete the temporary files a killed writer may have left (atomic writes never rename them)."""
     removed = []
     for name in os.listdir(run_dir):
-        if TEMP_FILE_RE.match(name):
+        if dnnlib.util.ATOMIC_TEMP_NAME_RE.match(name) or TEMP_FILE_RE.match(name):
             os.remove(os.path.join(run_dir, name))
             removed.append(name)
     return removed

@@ -434,6 +434,9 @@ class SynthesisBlock(torch.nn.Module):
         conv_clamp          = None,         # Clamp layer outputs to +-conv_clamp; None: off.
         use_fp16            = False,        # Compute this block in float16 (on CUDA, see module doc)?
         fp16_channels_last  = False,        # Use channels_last layout when computing in float16?
+        fused_modconv_default = None,       # fused_modconv when the caller passes None: None = the
+                                            # stylegan2-ada rule; 'inference_only' (the stylegan3
+                                            # repository's StyleGAN2) = fused unless training; True/False.
         **layer_kwargs,                     # Forwarded to both SynthesisLayers (e.g. use_noise, activation).
     ):
         if architecture not in ('orig', 'skip', 'resnet'):
@@ -447,6 +450,10 @@ class SynthesisBlock(torch.nn.Module):
         self.architecture = architecture
         self.use_fp16 = use_fp16
         self.channels_last = (use_fp16 and fp16_channels_last)
+        if fused_modconv_default not in (None, True, False, 'inference_only'):
+            raise ValueError(f"SynthesisBlock: fused_modconv_default must be None, True, False or 'inference_only', "
+                             f'got {fused_modconv_default!r}')
+        self.fused_modconv_default = fused_modconv_default
         self.register_buffer('resample_filter', upfirdn2d.setup_filter(resample_filter))
         self.num_conv = 0
         self.num_torgb = 0
@@ -478,6 +485,10 @@ class SynthesisBlock(torch.nn.Module):
         dtype = _block_dtype(self.use_fp16, force_fp32, ws.device, base_dtype)
         use_channels_last = self.channels_last and dtype == torch.float16
         memory_format = torch.channels_last if use_channels_last else torch.contiguous_format
+        if fused_modconv is None:
+            fused_modconv = self.fused_modconv_default
+        if fused_modconv == 'inference_only':
+            fused_modconv = not self.training
         if fused_modconv is None:
             # Fused is faster in eval mode; with float16 only for batch 1 (spec 5).
             fused_modconv = (not self.training) and (dtype != torch.float16 or ws.shape[0] == 1)

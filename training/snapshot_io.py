@@ -17,7 +17,6 @@ import copy
 import json
 import os
 import pickle
-import secrets
 from typing import Any, BinaryIO, Callable
 
 import torch
@@ -200,6 +199,26 @@ def _records_to_modules(value: Any, path: str, source: str) -> Any:
     return value
 
 
+GENERATOR_ARGS = ('z_dim', 'c_dim', 'w_dim', 'img_resolution', 'img_channels', 'mapping_kwargs', 'synthesis_kwargs')
+
+
+def stylegan3_repo_generator_kwargs(kwargs: dict) -> dict:
+    """Map the constructor arguments of a StyleGAN2 `Generator` written by the stylegan3
+    repository (`training.networks_stylegan2`) onto ours.
+
+    That Generator takes the synthesis arguments flat (`channel_base=...`, `num_fp16_res=...`,
+    `fused_modconv_default='inference_only'`) instead of in `synthesis_kwargs`, and its mapping
+    network defaults to `w_avg_beta=0.998`. stylegan2-ada-pytorch kwargs pass through unchanged.
+    """
+    flat = {key: value for key, value in kwargs.items() if key not in GENERATOR_ARGS}
+    if not flat:
+        return kwargs
+    out = {key: value for key, value in kwargs.items() if key in GENERATOR_ARGS}
+    out['synthesis_kwargs'] = {**flat, **dict(out.get('synthesis_kwargs') or {})}
+    out['mapping_kwargs'] = {'w_avg_beta': 0.998, **dict(out.get('mapping_kwargs') or {})}
+    return out
+
+
 def _module_from_record(record: persistence.PersistentRecord, path: str, source: str) -> torch.nn.Module:
     what = f"{source}, '{path}' ({record.class_name})"
     state = record.state
@@ -216,6 +235,8 @@ def _module_from_record(record: persistence.PersistentRecord, path: str, source:
         cls = getattr(networks, record.class_name, None)
         if cls is None:
             raise SnapshotError(f'{what}: training/networks.py has no class {record.class_name}')
+        if record.class_name == 'Generator':
+            init_kwargs = stylegan3_repo_generator_kwargs(init_kwargs)
         try:
             module = cls(*init_args, **init_kwargs)
         except Exception as e:
@@ -327,25 +348,8 @@ def _check_value(value: Any, where: str, path: str) -> None:
 
 def _atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
     """Run `write(file)` on a temporary file next to `path`, fsync it, then rename it over `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f'.{os.path.basename(path)}.{secrets.token_hex(4)}.tmp')
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # Mode filtered by the umask.
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    if hasattr(os, 'O_DIRECTORY'):  # Make the rename itself durable (POSIX only).
-        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    with dnnlib.util.atomic_write_path(path, durable=True) as tmp, open(tmp, 'wb') as f:
+        write(f)
 
 # ---------------------------------------------------------------------------------------------
 # Safetensors: every tensor under a dotted name, everything else in one JSON metadata entry.
