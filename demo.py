@@ -158,7 +158,7 @@ def next_run_dir(root: str) -> str:
     return os.path.join(root, f'{max(existing, default=-1) + 1:05d}')
 
 
-def run_demo(outdir: str = 'demo_out', steps: int = 400, batch: int = 8, seed: int = 0,
+def run_demo(outdir: str = 'demo_out', steps: int = 1000, batch: int = 8, seed: int = 0,
              num_eval_latents: int = 32) -> str:
     """Expand the shipped generator, train the baseline, evaluate; returns the metrics.json path.
 
@@ -207,7 +207,7 @@ def run_demo(outdir: str = 'demo_out', steps: int = 400, batch: int = 8, seed: i
 
 @click.command()
 @click.option('--outdir', default='demo_out', show_default=True, help='Where the demo writes everything.')
-@click.option('--steps', type=click.IntRange(min=1), default=400, show_default=True, help='Training steps per run.')
+@click.option('--steps', type=click.IntRange(min=1), default=1000, show_default=True, help='Training steps per run.')
 @click.option('--batch', type=click.IntRange(min=4), default=8, show_default=True, help='Batch size.')
 @click.option('--seed', type=int, default=0, show_default=True, help='Training seed.')
 def main(outdir, steps, batch, seed):

@@ -325,6 +325,10 @@ def test_lpips_random_backbone_works_offline():
     assert d.shape == (2,) and torch.all(d > 0)
     torch.testing.assert_close(distance(x, x), torch.zeros(2))
     assert SharedModels('cpu', lpips_random_backbone=True).lpips_backbone() == 'random-init (offline)'
+    # The random backbone is the same in every process (fixed seed), whatever the global RNG state.
+    torch.manual_seed(123)
+    again = SharedModels('cpu', lpips_random_backbone=True).perceptual('alex')
+    torch.testing.assert_close(again(x, x.flip(3)), d, rtol=0, atol=0)
 
 def test_offline_lpips_error_names_the_weights_file(monkeypatch):
     lpips = pytest.importorskip('lpips')

@@ -145,6 +145,7 @@ def _hf_cache_dir() -> str:
 
 #----------------------------------------------------------------------------
 
+RANDOM_BACKBONE_SEED = 0  # Seed of the random-init LPIPS backbone (offline use).
 LPIPS_BACKBONE_WEIGHTS = {'alex': 'AlexNet_Weights', 'vgg': 'VGG16_Weights', 'squeeze': 'SqueezeNet1_1_Weights'}
 
 def load_lpips(net: str, device, random_backbone: bool = False):
@@ -159,7 +160,11 @@ def load_lpips(net: str, device, random_backbone: bool = False):
     if net not in LPIPS_BACKBONE_WEIGHTS:
         raise ValueError(f'unknown LPIPS network {net!r}; choose one of {", ".join(LPIPS_BACKBONE_WEIGHTS)}')
     try:
-        model = lpips.LPIPS(net=net, verbose=False, pnet_rand=random_backbone)
+        # A random backbone is drawn from a fixed seed (without touching the caller's RNG), so
+        # distances are the same in every process and every run.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_BACKBONE_SEED)
+            model = lpips.LPIPS(net=net, verbose=False, pnet_rand=random_backbone)
     except Exception as err: # urllib / OSError / RuntimeError when the backbone cannot be downloaded.
         import torchvision
         weights = getattr(torchvision.models, LPIPS_BACKBONE_WEIGHTS[net]).IMAGENET1K_V1
