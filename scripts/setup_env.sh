@@ -12,6 +12,8 @@ stamp=.venv/.requirements.sha256
 want=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "Installing requirements.txt into .venv (first run only; torch is large)" >&2
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt >&2
+  # (Some machines list local package folders pip cannot read; drop those warnings, keep the rest.)
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 \
+    | { grep -v '^WARNING: Location .* is ignored' || true; } >&2
   echo "$want" > "$stamp"
 fi
