@@ -46,7 +46,8 @@ def setup_training_options(
     cfg='auto', gamma=None, aug='ada', p=None, target=None, augpipe=None, resume=None, freezed=0, fp32=False,
     nhwc=False, allow_tf32=False, nobench=False, workers=3, tick=None, wandb='disabled', wandb_project=None,
     wandb_name=None, wandb_tags=None, expansion_cfg_file=None, latent_factors_path=None, subspace_distance=None,
-    lambda_src=None, lambda_expand=None, lambda_recon_l2=None, lambda_recon_lpips=None, outdir=None,
+    lambda_src=None, lambda_expand=None, lambda_recon_l2=None, lambda_recon_lpips=None, replay_noise=None,
+    outdir=None,
 ) -> dnnlib.EasyDict:
     """Validate the train.py flags and resolve them into the training options (no run_dir yet).
 
@@ -83,7 +84,7 @@ def setup_training_options(
     if expansion:
         opts.loss_kwargs.update(_expansion_loss_kwargs(expansion_cfg_file, latent_factors_path, subspace_distance,
                                                        lambda_src, lambda_expand, lambda_recon_l2, lambda_recon_lpips,
-                                                       opts.G_kwargs, resume))
+                                                       opts.G_kwargs, resume, replay_noise))
     # Transfer learning from a pickle adapts ADA faster and skips the EMA ramp-up (official);
     # `--resume latest` continues a run and keeps its settings.
     from_pickle = resume not in RESUME_NONE and resume != 'latest'
@@ -104,7 +105,7 @@ def setup_training_options(
 
 def _check_flag_consistency(gpus, batch, kimg, snap, tick, seed, cfg, aug, p, target, augpipe, metrics, wandb, workers,
                             data, resume, expansion_cfg_file, latent_factors_path, subspace_distance, lambda_src,
-                            lambda_expand, lambda_recon_l2, lambda_recon_lpips, outdir, **_ignored) -> None:
+                            lambda_expand, lambda_recon_l2, lambda_recon_lpips, outdir, replay_noise=None, **_ignored) -> None:
     """Checks that need no files: values, ranges and flag combinations."""
     from training import augment
     from metrics import metric_main
@@ -143,7 +144,7 @@ def _check_flag_consistency(gpus, batch, kimg, snap, tick, seed, cfg, aug, p, ta
         raise OptionError('--resume latest needs --outdir (the folder whose newest run continues)')
     expansion_flags = dict(latent_factors_path=latent_factors_path, subspace_distance=subspace_distance,
                            lambda_src=lambda_src, lambda_expand=lambda_expand, lambda_recon_l2=lambda_recon_l2,
-                           lambda_recon_lpips=lambda_recon_lpips)
+                           lambda_recon_lpips=lambda_recon_lpips, replay_noise=replay_noise)
     if expansion_cfg_file is None:
         given = [f'--{k}' for k, v in expansion_flags.items() if v is not None]
         if given:
@@ -280,7 +281,7 @@ def _check_mbstd(opts) -> None:
 
 
 def _expansion_loss_kwargs(cfg_file, latent_factors_path, subspace_distance, lambda_src, lambda_expand,
-                           lambda_recon_l2, lambda_recon_lpips, G_kwargs, resume_pkl) -> dict:
+                           lambda_recon_l2, lambda_recon_lpips, G_kwargs, resume_pkl, replay_noise=None) -> dict:
     """Loss kwargs of a domain-expansion run; the config is checked against the --resume generator."""
     from training.expansion_config import load_expansion_config
     cfg = load_expansion_config(cfg_file, w_dim=G_kwargs['w_dim'], img_resolution=G_kwargs['img_resolution'],
@@ -293,7 +294,7 @@ def _expansion_loss_kwargs(cfg_file, latent_factors_path, subspace_distance, lam
                   lambda_recon_lpips=(lambda_recon_lpips, 10.0))
     kwargs = dict(class_name='training.expansion_loss.DomainExpansionLoss', expansion_cfg=cfg.to_dict(),
                   latent_factors_path=os.path.abspath(latent_factors_path) if latent_factors_path else None,
-                  resume_pkl=resume_pkl)
+                  resume_pkl=resume_pkl, replay_noise=replay_noise or 'independent')
     for name, (value, default) in values.items():
         value = default if value is None else float(value)
         if value < 0:
@@ -530,6 +531,8 @@ def _training_loop():
 @click.option('--lambda_expand', help='Weight of the expansion (task) losses [default: 1]', type=float, metavar='FLOAT')
 @click.option('--lambda_recon_l2', help='Weight of the base-subspace L2 reconstruction [default: 10]', type=float, metavar='FLOAT')
 @click.option('--lambda_recon_lpips', help='Weight of the base-subspace LPIPS reconstruction [default: 10]', type=float, metavar='FLOAT')
+@click.option('--replay_noise', help='Noise of the frozen replay render: independent (official) or shared with the '
+              'trained render (less base drift) [default: independent]', type=click.Choice(['independent', 'shared']))
 def main(outdir, dry_run, gpus, wandb_mode, **flags):
     """Train a StyleGAN2-ADA network (or expand one with --expansion_cfg_file).
 
