@@ -198,6 +198,25 @@ def test_nada_weights_and_gradients():
     task.loss(None, base, edit).backward()
     assert base.grad is None and edit.grad.abs().sum() > 0
 
+def test_nada_batched_errors_equal_per_task_errors_with_one_pass_per_model():
+    runtime, _ = nada_runtime()
+    tasks = [NADA('zorp', 'blick', clip_models=['ViT-B/32'], dimension=7, runtime=runtime),
+             NADA('blick', 'zorp', clip_models=['ViT-B/32'], dimension=6, runtime=runtime)]
+    items = [(task, None, torch.rand(n, 3, 8, 8) * 2 - 1, torch.rand(n, 3, 8, 8) * 2 - 1)
+             for task, n in zip(tasks, (2, 3))]
+    expected = [task.error(None, base, edit) for task, _, base, edit in items]
+    encoder = runtime.models.clip('ViT-B/32')
+    calls = []
+    original = encoder.encode_images
+    encoder.encode_images = lambda images: calls.append(images.shape[0]) or original(images)
+    try:
+        errors = NADA.batched_errors(items)
+    finally:
+        encoder.encode_images = original
+    for got, want in zip(errors, expected):
+        torch.testing.assert_close(got, want)
+    assert calls == [5, 5]   # base and edit images of both domains, one pass each
+
 def test_nada_image_guided(tmp_path):
     colour = [1.0, 51 / 127.5 - 1, -1.0]                 # exactly representable in 8-bit PNG
     for i in range(2):

@@ -237,11 +237,15 @@ class DomainExpansionLoss(Loss):
             edit_w = self.subspaces.edit(base_w, task_index)                      # Eq. 2-3
             edit_img = self.G_synthesis(self.broadcast(edit_w), noise_mode='random')
             expand = base_img.new_zeros([])
-            for k, positions, context in groups:
-                task = self.tasks[k]
-                errors = task.error(context, base_img[positions].detach(), edit_img[positions])   # [n_k]
-                training_stats.report(f'Loss/domain/{task.name}', errors)
-                expand = expand + errors.sum()
+            by_type = {}
+            for k, positions, context in groups:  # each task type's loss runs once on its samples
+                by_type.setdefault(type(self.tasks[k]), []).append((k, positions, context))
+            for task_type, members in by_type.items():
+                items = [(self.tasks[k], context, base_img[positions].detach(), edit_img[positions])
+                         for k, positions, context in members]
+                for (k, _, _), errors in zip(members, task_type.batched_errors(items)):   # [n_k] each
+                    training_stats.report(f'Loss/domain/{self.tasks[k].name}', errors)
+                    expand = expand + errors.sum()
             expand = expand / n                                                   # Eq. 4, mean over the batch
             training_stats.report('Loss/expand', expand)
             total = total + self.lambda_expand * expand

@@ -137,6 +137,18 @@ class BaseTask:
         """
         raise NotImplementedError(f'{type(self).__name__} must implement error()')
 
+    @classmethod
+    def batched_errors(cls, items: list) -> list:
+        """Errors of several tasks of this type in one call, so a type's loss runs once per batch.
+
+        Args:
+            items: `[(task, context, base_img, edit_img), ...]`, every task an instance of this class.
+        Returns:
+            `[errors [n_i] per item]`. Default: one `error()` call per item; override to share
+            heavy encoders across domains (NADA encodes all its images in one pass per CLIP model).
+        """
+        return [task.error(context, base_img, edit_img) for task, context, base_img, edit_img in items]
+
     def loss(self, context, base_img: torch.Tensor, edit_img: torch.Tensor) -> torch.Tensor:
         """The task loss summed over the batch (the expansion loss divides by the batch size)."""
         misc.assert_shape(edit_img, list(base_img.shape))

@@ -149,15 +149,44 @@ class NADA(BaseTask):
 
     def error(self, context, base_img: torch.Tensor, edit_img: torch.Tensor) -> torch.Tensor:
         """Weighted sum over CLIP models of 1 - cos(image direction, target direction), [N]."""
-        total = 0
-        for m, (encoder, weight) in enumerate(zip(self.encoders, self.clip_model_weights)):
-            with torch.no_grad():
-                base_embedding = encoder.encode_images(base_img.detach())       # [N, D], a fixed source
-            if self.target_images_dir is None:
-                target_dir = self.text_directions[m]
-            else:
-                target_dir = unit(self.target_means[m] - base_embedding.mean(dim=0))
-            total = total + weight * directional_loss(encoder, base_embedding, edit_img, target_dir)
-        return total
+        return self.batched_errors([(self, context, base_img, edit_img)])[0]
+
+    def target_direction(self, m: int, base_embedding: torch.Tensor) -> torch.Tensor:
+        """Unit target direction [D] for CLIP model m: the text direction, or (image-guided) the
+        mean target-image embedding minus the mean embedding of this batch's base images."""
+        if self.target_images_dir is None:
+            return self.text_directions[m]
+        return unit(self.target_means[m] - base_embedding.mean(dim=0))
+
+    @classmethod
+    def batched_errors(cls, items: list) -> list:
+        """Errors of several NADA tasks with one CLIP pass per model over all their images.
+
+        Tasks sharing the same CLIP models (the usual case: `tasks_losses.NADA`) are encoded
+        together: two image batches per model, whatever the number of domains.
+        """
+        out = [None] * len(items)
+        by_models = {}
+        for i, (task, _context, _base, _edit) in enumerate(items):
+            key = (tuple(task.clip_model_names), tuple(task.clip_model_weights))
+            by_models.setdefault(key, []).append(i)
+        for (_names, weights), indices in by_models.items():
+            tasks = [items[i][0] for i in indices]
+            sizes = [items[i][2].shape[0] for i in indices]
+            base = torch.cat([items[i][2] for i in indices]).detach()
+            edit = torch.cat([items[i][3] for i in indices])
+            totals = [0] * len(indices)
+            for m, weight in enumerate(weights):
+                encoder = tasks[0].encoders[m]                          # shared by every task of the group
+                with torch.no_grad():
+                    base_embedding = encoder.encode_images(base)        # [N, D], a fixed source
+                edit_embedding = encoder.encode_images(edit)            # [N, D]
+                pieces = zip(tasks, base_embedding.split(sizes), edit_embedding.split(sizes))
+                for j, (task, base_e, edit_e) in enumerate(pieces):
+                    cos = (unit(edit_e - base_e) * task.target_direction(m, base_e)).sum(dim=-1)
+                    totals[j] = totals[j] + weight * (1 - cos)          # Eq. 8
+            for j, i in enumerate(indices):
+                out[i] = totals[j]
+        return out
 
 #----------------------------------------------------------------------------
