@@ -9,6 +9,7 @@ import zipfile
 
 import numpy as np
 import PIL.Image
+import torch
 import pytest
 
 from training.dataset import DatasetError, DatasetWriter, ImageFolderDataset, InfiniteSampler
@@ -200,3 +201,16 @@ def test_synthetic_data_is_deterministic(tmp_path):
     assert dc.image_shape == [1, 16, 16] and not dc.has_labels
     assert json.load(open(os.path.join(c, 'dataset.json'))) == {'labels': None}
     assert np.std(np.stack([da[i][0] for i in range(6)]).astype(float)) > 10  # Not blank images.
+
+
+def test_zip_handles_are_per_process(tmp_path):
+    """DataLoader workers forked after the first read must not share the parent's zip handle."""
+    from training.synthetic_data import make_synthetic_dataset
+    path = str(tmp_path / 'd.zip')
+    make_synthetic_dataset(path, 16, 16, seed=0)
+    dataset = ImageFolderDataset(path)
+    reference = [dataset[i][0] for i in range(len(dataset))]  # opens the zip in this process
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, shuffle=False)
+    for _ in range(3):
+        images = torch.cat([batch[0] for batch in loader]).numpy()
+        np.testing.assert_array_equal(images, np.stack(reference))

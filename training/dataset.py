@@ -41,6 +41,7 @@ class ImageArchive:
         self.path = str(path)
         self.what = what  # Flag or role named in error messages.
         self._zipfile = None  # Opened on first use (per process).
+        self._zipfile_pid = None
         if not os.path.exists(self.path):
             raise DatasetError(f'{what} {self.path}: no such file or directory')
         if os.path.isdir(self.path):
@@ -57,9 +58,15 @@ class ImageArchive:
         self.image_names = sorted(n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS)
 
     def _zip(self) -> zipfile.ZipFile:
-        if self._zipfile is None:
+        # One handle per process: a handle inherited through fork shares its file offset with the
+        # parent, so DataLoader workers reading through it would corrupt each other's reads.
+        if self._zipfile is None or self._zipfile_pid != os.getpid():
             self._zipfile = zipfile.ZipFile(self.path)
+            self._zipfile_pid = os.getpid()
         return self._zipfile
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, '_zipfile': None}  # reopened where it is unpickled (spawned workers)
 
     def open(self, name: str):
         """Binary file object for the member `name`."""

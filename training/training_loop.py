@@ -460,9 +460,13 @@ def _evaluate_metrics(ctx: Context, snapshot_pkl: str) -> dict:
     from metrics import metric_main
     ctx.log('Evaluating metrics...')
     out = {}
+    # Expansion metrics read the basis, dims, distance and config that the snapshot stores.
+    expansion = ctx.loss.snapshot_extras()
+    extra = dict(expansion=expansion) if 'latent_basis' in expansion else {}
     with loop_state.preserved_rng(ctx.device):
         for metric in ctx.opts.metrics:
-            result = metric_main.calc_metric(metric=metric, G=ctx.G_ema, dataset_kwargs=ctx.opts.training_set_kwargs,
+            result = metric_main.calc_metric(metric=metric, G=ctx.G_ema, extra=extra,
+                                             dataset_kwargs=ctx.opts.training_set_kwargs,
                                              num_gpus=ctx.world_size, rank=ctx.rank, device=ctx.device,
                                              progress=(ctx.rank == 0), num_workers=ctx.opts.data_loader_kwargs.get('num_workers', 0))
             if ctx.rank == 0:
