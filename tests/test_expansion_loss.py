@@ -205,3 +205,12 @@ def test_hundred_domains_parse_and_train():
     loss.accumulate_gradients('G_expand_and_recon', None, None, torch.randn([8, 16]), torch.zeros([8, 0]), 1.0, 0)
     opt.step()
     assert any(not torch.equal(a, b) for a, b in zip(before, params))
+
+
+def test_empty_config_runs_replay_alignment_only():
+    G, D = _tiny_nets()
+    loss = _loss(G, D, cfg={}, lambda_recon_l2=10)
+    assert [p.name for p in loss.get_phases(4, 16)] == ['G_expand_and_recon']
+    _run_phases(loss, G, D, steps=1)
+    assert loss.snapshot_extras()['repurposed_dims'].tolist() == []
+    assert _loss(G, D, cfg={}, lambda_recon_l2=0).get_phases(4, 16) == []

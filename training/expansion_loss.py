@@ -106,7 +106,7 @@ class DomainExpansionLoss(Loss):
     # --- interface with the loop -------------------------------------------------------------
 
     def get_phases(self, G_reg_interval, D_reg_interval):
-        do_expand = self.lambda_expand > 0 or self.G_synthesis_frozen is not None
+        do_expand = (self.lambda_expand > 0 and len(self.tasks) > 0) or self.G_synthesis_frozen is not None
         do_src = self.lambda_src > 0
         if G_reg_interval is None or G_reg_interval == 0:
             phases = [Phase('G_all', 'G', 1)] if (do_expand or do_src) else []
@@ -202,6 +202,8 @@ class DomainExpansionLoss(Loss):
         `(task_k, positions, context)` with `positions` the sample indices it owns.
         """
         n = gen_z.shape[0]
+        if not self.tasks:  # an empty config ({}): replay alignment alone, on the loop's latents
+            return self.G_mapping(gen_z, gen_c)[:, 0], None, []
         task_index = torch.randint(len(self.tasks), [n], device=self.device)
         w = torch.empty([n, self.G_mapping.w_dim], device=self.device)
         z_rows, z_positions, groups = [], [], []
@@ -233,7 +235,7 @@ class DomainExpansionLoss(Loss):
         base_img = self.G_synthesis(self.broadcast(base_w), noise_mode='random')
         total = base_img.new_zeros([])
 
-        if self.lambda_expand > 0:
+        if self.lambda_expand > 0 and self.tasks:
             edit_w = self.subspaces.edit(base_w, task_index)                      # Eq. 2-3
             edit_img = self.G_synthesis(self.broadcast(edit_w), noise_mode='random')
             expand = base_img.new_zeros([])
