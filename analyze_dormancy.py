@@ -22,6 +22,7 @@ import torch
 
 import dnnlib
 import legacy
+from generate import parse_device
 from training import dormancy
 from training.latent_basis import resolve_latent_basis
 
@@ -156,7 +157,7 @@ def main(network_pkl, from_json, outdir, num_latents, step, metric, random_backb
     record = analyze(network_pkl, outdir, num_latents=num_latents, step=step, metric=metric,
                      random_backbone=random_backbone, latent_factors_path=latent_factors_path, class_idx=class_idx,
                      threshold_fraction=threshold_fraction, batch_size=batch_size, seed=seed,
-                     config_count=config_count, device=torch.device(device))
+                     config_count=config_count, device=parse_device(device))
     if config_count is not None:
         print(config_dims(record, config_count, os.path.join(outdir, 'dormancy.json')))
 

@@ -149,7 +149,7 @@ def calc_metrics(network_pkl: str, metrics: str = 'fid50k_full', data: str | Non
 
 
 # Mistakes a user can fix: reported as one line, no traceback.
-_USER_ERRORS = (ValueError, OSError, pickle.UnpicklingError, feature_networks.DetectorUnavailableError)
+_USER_ERRORS = (dnnlib.util.UserError, ValueError, OSError, pickle.UnpicklingError)
 
 
 @click.command()

@@ -114,8 +114,11 @@ def convert_dataset(source: str, dest: str, resolution: str | tuple | None = Non
         if missing:
             raise DatasetError(f'{archive.describe("dataset.json")}: no label for {len(missing)} image(s), '
                                f'e.g. {missing[0]}')
-    # Grayscale output only when every source image is grayscale; anything else becomes RGB.
-    gray = all(image_header(archive, n)[2] in ('L', '1') for n in names)
+    # Every header is read (a list, not a short-circuiting generator) so that an unreadable image
+    # fails here, before the destination exists. Grayscale output only when every source image
+    # is grayscale; anything else becomes RGB.
+    modes = [image_header(archive, n)[2] for n in names]
+    gray = all(mode in ('L', '1') for mode in modes)
 
     try:
         count = _write_images(archive, names, labels, gray, dest, resolution, transform, source)
@@ -129,9 +132,12 @@ def _write_images(archive, names, labels, gray, dest, resolution, transform, sou
     expected = None  # (name, size) of the first output image; all others must match it.
     with DatasetWriter(dest) as writer:
         for name in names:
-            with archive.open(name) as f:
-                img = PIL.Image.open(f)
-                img = img.convert('L' if gray else 'RGB')
+            try:
+                with archive.open(name) as f:
+                    img = PIL.Image.open(f)
+                    img = img.convert('L' if gray else 'RGB')
+            except OSError as e:  # A readable header with damaged pixel data (e.g. a truncated file).
+                raise DatasetError(f'{archive.describe(name)}: cannot read image ({e})') from None
             img = transform_image(img, resolution, transform)
             if expected is None:
                 expected = (name, img.size)

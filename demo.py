@@ -164,6 +164,8 @@ def run_demo(outdir: str = 'demo_out', steps: int = 1000, batch: int = 8, seed: 
 
     Everything goes to a new numbered folder under `outdir` (demo_out/00000, demo_out/00001, ...).
     """
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise dnnlib.util.UserError(f'--outdir {outdir}: exists and is not a folder; choose another path')
     outdir = next_run_dir(os.path.abspath(outdir))
     src = load_source()
     G_src = src['G_ema'].eval()

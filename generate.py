@@ -36,6 +36,26 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def parse_device(text: str) -> torch.device:
+    """The --device value as a torch.device; a malformed name or a device this machine lacks is a
+    `UserError` naming --device (checked before any network is moved there, so no traceback)."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise dnnlib.util.UserError(f"--device: cannot parse '{text}'; use cpu, cuda or cuda:N") from None
+    if device.type == 'cpu':
+        return device
+    if device.type != 'cuda':
+        raise dnnlib.util.UserError(f"--device {text}: unsupported device type '{device.type}'; use cpu, cuda or cuda:N")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise dnnlib.util.UserError(f'--device {text}: no CUDA device is visible on this machine; use --device cpu')
+    if device.index is not None and device.index >= count:
+        raise dnnlib.util.UserError(f'--device {text}: only {count} CUDA device(s) are visible; '
+                                    f'use cuda:0 to cuda:{count - 1}')
+    return device
+
+
 def make_label(G: torch.nn.Module, class_idx: int | None, device: torch.device) -> torch.Tensor:
     """Conditioning vector `[1, c_dim]`: one-hot for conditional networks, empty otherwise."""
     c = torch.zeros([1, G.c_dim], device=device)
@@ -104,7 +124,7 @@ def main(network_pkl, seeds, truncation_psi, class_idx, noise_mode, outdir, devi
     """Generate images from a StyleGAN2 network pickle."""
     seed_list = parse_seeds(seeds)
     paths = generate_images(network_pkl, seed_list, outdir, truncation_psi=truncation_psi,
-                            class_idx=class_idx, noise_mode=noise_mode, device=torch.device(device))
+                            class_idx=class_idx, noise_mode=noise_mode, device=parse_device(device))
     print(f'Wrote {len(paths)} images to {outdir}')
 
 

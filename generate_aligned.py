@@ -15,7 +15,7 @@ import torch
 import tqdm
 
 import dnnlib
-from generate import make_label, parse_seeds, seed_to_z
+from generate import make_label, parse_device, parse_seeds, seed_to_z
 from torch_utils import image_utils
 from training.expanded_generator import load_expanded_generator
 
@@ -87,7 +87,7 @@ def generate_aligned(network_pkl: str, seeds: list[int], outdir: str, truncation
 def main(network_pkl, seeds, truncation_psi, class_idx, domains, grid, outdir, device):
     """Render the same latents on the base subspace and every repurposed subspace."""
     paths = generate_aligned(network_pkl, parse_seeds(seeds), outdir, truncation_psi=truncation_psi,
-                             class_idx=class_idx, domains=domains, grid=grid, device=torch.device(device))
+                             class_idx=class_idx, domains=domains, grid=grid, device=parse_device(device))
     count = sum(len(v) for k, v in paths.items() if k != 'grid')
     print(f'Wrote {count} images to {outdir}' + (f' and {paths["grid"]}' if paths['grid'] else ''))
 

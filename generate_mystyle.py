@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import dnnlib
+from generate import parse_device
 from torch_utils import image_utils
 from training.expanded_generator import ExpandedGenerator, load_expanded_generator
 from training.tasks.image_files import files_by_stem
@@ -144,7 +145,7 @@ def generate_mystyle(network_pkl: str, anchors_dir: str, dim, num: int, outdir: 
 def main(network_pkl, anchors_dir, dim, num, seed, official_transport, outdir, device):
     """Sample a MyStyle domain from the convex hull of its anchors."""
     result = generate_mystyle(network_pkl, anchors_dir, dim, num, outdir, seed=seed,
-                              official_transport=official_transport, device=torch.device(device))
+                              official_transport=official_transport, device=parse_device(device))
     print(f'Wrote {len(result["paths"])} samples to {outdir}')
 
 

@@ -30,7 +30,7 @@ import torch
 
 import dnnlib
 import legacy
-from generate import make_label
+from generate import make_label, parse_device
 from torch_utils import image_utils
 from training import projection
 from training.tasks.image_files import IMAGE_EXTENSIONS, files_by_stem
@@ -184,7 +184,7 @@ def main(network_pkl, target, outdir, num_steps, seed, w_plus, metric, random_ba
     """Project images into W (or W+) of a generator; write MyStyle-ready latents."""
     written = project_images(network_pkl, target, outdir, num_steps=num_steps, seed=seed, w_plus=w_plus, metric=metric,
                              expanded=expanded, resize=resize, class_idx=class_idx, random_backbone=random_backbone,
-                             device=torch.device(device))
+                             device=parse_device(device))
     print(f'Wrote {len(written)} latent(s) and images to {outdir}')
 
 

@@ -19,6 +19,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 
@@ -32,6 +33,7 @@ from training import loop_state
 from training import presets
 
 RESUME_NONE = ('noresume', '', None)
+USER_ERROR_FILE_PREFIX = 'user-error-rank'  # Spawned processes report input errors to the parent in these files.
 
 
 class OptionError(dnnlib.util.UserError, ValueError):
@@ -56,8 +58,11 @@ def setup_training_options(
     """
     _check_flag_consistency(**locals())
     expansion = expansion_cfg_file is not None
-    data_info = _dataset_info(data, cond, mirror, seed)
     resume_data, resume_source = _load_resume_networks(resume, outdir)
+    # The whole expansion config, against the --resume generator, before the data is read
+    # (interfaces.md section 2).
+    expansion_cfg = _load_expansion_config(expansion_cfg_file, resume_data['G']) if expansion else None
+    data_info = _dataset_info(data, cond, mirror, seed)
     arch = _architecture_info(data_info, resume_data, resume_source)
     spec = presets.resolve_preset(cfg, arch['img_resolution'], gpus, expansion=expansion)
 
@@ -82,7 +87,7 @@ def setup_training_options(
     opts.loss_kwargs = dict(class_name='training.loss.StyleGAN2Loss', r1_gamma=gamma if gamma is not None else spec['gamma'],
                             style_mixing_prob=spec['style_mixing_prob'], pl_weight=spec['pl_weight'])
     if expansion:
-        opts.loss_kwargs.update(_expansion_loss_kwargs(expansion_cfg_file, latent_factors_path, subspace_distance,
+        opts.loss_kwargs.update(_expansion_loss_kwargs(expansion_cfg, latent_factors_path, subspace_distance,
                                                        lambda_src, lambda_expand, lambda_recon_l2, lambda_recon_lpips,
                                                        opts.G_kwargs, resume, replay_noise))
     # Transfer learning from a pickle adapts ADA faster and skips the EMA ramp-up (official);
@@ -280,14 +285,19 @@ def _check_mbstd(opts) -> None:
                           f'group size {group}')
 
 
-def _expansion_loss_kwargs(cfg_file, latent_factors_path, subspace_distance, lambda_src, lambda_expand,
-                           lambda_recon_l2, lambda_recon_lpips, G_kwargs, resume_pkl, replay_noise=None) -> dict:
-    """Loss kwargs of a domain-expansion run; the config is checked against the --resume generator."""
+def _load_expansion_config(cfg_file: str, G):
+    """The --expansion_cfg_file config, checked completely against the generator it expands."""
     from training.expansion_config import load_expansion_config
-    cfg = load_expansion_config(cfg_file, w_dim=G_kwargs['w_dim'], img_resolution=G_kwargs['img_resolution'],
-                                img_channels=G_kwargs['img_channels'])
-    if latent_factors_path is not None and not os.path.isfile(latent_factors_path):
-        raise OptionError(f'--latent_factors_path {latent_factors_path}: file not found')
+    return load_expansion_config(cfg_file, w_dim=G.w_dim, img_resolution=G.img_resolution, img_channels=G.img_channels)
+
+
+def _expansion_loss_kwargs(cfg, latent_factors_path, subspace_distance, lambda_src, lambda_expand,
+                           lambda_recon_l2, lambda_recon_lpips, G_kwargs, resume_pkl, replay_noise=None) -> dict:
+    """Loss kwargs of a domain-expansion run, from its checked config (see _load_expansion_config)."""
+    if latent_factors_path is not None:
+        # Read and check the basis now (small): a bad file must fail before the run directory exists.
+        from training.latent_basis import load_latent_basis
+        load_latent_basis(latent_factors_path, G_kwargs['w_dim'])
     # resume_pkl: a snapshot's stored latent_basis is authoritative (spec section 7).
     values = dict(subspace_distance=(subspace_distance, 20.0), lambda_src=(lambda_src, 1.0),
                   lambda_expand=(lambda_expand, 1.0), lambda_recon_l2=(lambda_recon_l2, 10.0),
@@ -427,18 +437,54 @@ def launch_training(options: dict, outdir: str, dry_run: bool = False) -> dict |
         return _run_torchrun_rank(options, plan, info)
     options['run_dir'] = plan['run_dir']
     print(json.dumps(options, indent=2))
+    run_dir_is_new, outdir_is_new = not os.path.exists(plan['run_dir']), not os.path.exists(outdir)
     prepare_run_dir(options, plan)
     print(f'Run directory: {plan["run_dir"]} ({plan["mode"]})')
     gpus = options['num_gpus']
     if gpus == 1:
-        return _train_process(0, options, plan['continue_pkl'], None, 1)
+        try:
+            return _train_process(0, options, plan['continue_pkl'], None, 1)
+        except dnnlib.util.UserError:
+            # Found only once training starts (e.g. pretrained weights unavailable offline): leave no
+            # half-made run behind, so a bad input creates nothing (interfaces.md section 4).
+            if run_dir_is_new:
+                _remove_failed_run(plan['run_dir'], outdir if outdir_is_new else None)
+            raise
     if not torch.cuda.is_available():
         print(f'No CUDA device: starting {gpus} CPU processes (gloo)')
     with tempfile.TemporaryDirectory() as tmp:
         init_file = os.path.abspath(os.path.join(tmp, '.torch_distributed_init'))
-        torch.multiprocessing.spawn(fn=_train_process, args=(options, plan['continue_pkl'], init_file, gpus),
-                                    nprocs=gpus)
+        try:
+            torch.multiprocessing.spawn(fn=_train_process, args=(options, plan['continue_pkl'], init_file, gpus),
+                                        nprocs=gpus)
+        except torch.multiprocessing.ProcessRaisedException:
+            message = _spawned_user_error(tmp)
+            if message is None:
+                raise
+            if run_dir_is_new:
+                _remove_failed_run(plan['run_dir'], outdir if outdir_is_new else None)
+            raise dnnlib.util.UserError(message) from None
     return dict(run_dir=plan['run_dir'])
+
+
+def _spawned_user_error(tmp_dir: str) -> str | None:
+    """The message of a user-input error raised in a spawned training process (see _train_process)."""
+    for name in sorted(os.listdir(tmp_dir)):
+        if name.startswith(USER_ERROR_FILE_PREFIX):
+            with open(os.path.join(tmp_dir, name)) as f:
+                return f.read()
+    return None
+
+
+def _remove_failed_run(run_dir: str, new_outdir: str | None = None) -> None:
+    """Delete a run folder this launch created (and --outdir, when this launch created it and it
+    is left empty); kept when it holds a network snapshot."""
+    for _root, _dirs, files in os.walk(run_dir):
+        if any(loop_state.SNAPSHOT_RE.match(name) for name in files):
+            return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if new_outdir is not None and os.path.isdir(new_outdir) and not os.listdir(new_outdir):
+        os.rmdir(new_outdir)
 
 
 def _device_for(local_rank: int) -> torch.device:
@@ -455,6 +501,11 @@ def _train_process(rank: int, options: dict, continue_pkl, init_file, world_size
     distributed.init_process_group(info, device, init_method=init_method)
     try:
         return _training_loop()(options, rank=rank, world_size=world_size, device=device, continue_pkl=continue_pkl)
+    except dnnlib.util.UserError as e:
+        if init_file is not None:  # Spawned: the parent only sees a traceback text, so leave it the message.
+            with open(os.path.join(os.path.dirname(init_file), f'{USER_ERROR_FILE_PREFIX}{rank}.txt'), 'w') as f:
+                f.write(str(e))
+        raise
     finally:
         distributed.shutdown()
 
@@ -546,11 +597,11 @@ def main(outdir, dry_run, gpus, wandb_mode, **flags):
     try:
         # Every user-input problem surfaces here, before anything is created.
         options = setup_training_options(outdir=outdir, gpus=gpus, wandb=wandb_mode, **flags)
-    except (OptionError, ValueError, FileNotFoundError) as e:
+    except (dnnlib.util.UserError, ValueError, FileNotFoundError) as e:
         raise click.ClickException(_one_line(e)) from None
     try:
         result = launch_training(options, outdir, dry_run=dry_run)
-    except (OptionError, _non_finite_error()) as e:
+    except (dnnlib.util.UserError, _non_finite_error()) as e:
         raise click.ClickException(_one_line(e)) from None
     if result is not None and result.get('last_snapshot'):
         print(f'Last snapshot: {result["last_snapshot"]}')

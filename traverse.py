@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 import dnnlib
-from generate import make_label, parse_seeds, seed_to_z
+from generate import make_label, parse_device, parse_seeds, seed_to_z
 from torch_utils import image_utils
 from training.expanded_generator import ExpandedGenerator, load_expanded_generator
 
@@ -240,11 +240,11 @@ def main(network_pkl, seeds, domain, steps, video, fps, compose_weights, pair_st
     seed_list = parse_seeds(seeds)
     if domain is not None:
         result = traverse(network_pkl, seed_list, domain, outdir, steps=steps, truncation_psi=truncation_psi,
-                          class_idx=class_idx, video=video, fps=fps, device=torch.device(device))
+                          class_idx=class_idx, video=video, fps=fps, device=parse_device(device))
         print(f'Wrote {result["grid"]}' + (f' and {result["video"]}' if result['video'] else ''))
     else:
         result = compose(network_pkl, seed_list, compose_weights, outdir, truncation_psi=truncation_psi,
-                         class_idx=class_idx, pair_steps=pair_steps, device=torch.device(device))
+                         class_idx=class_idx, pair_steps=pair_steps, device=parse_device(device))
         print(f'Wrote {result["grid"]}, {len(result["compose"])} compositions and {len(result["pairs"])} pair grid set(s)')
 
 

@@ -162,3 +162,17 @@ def print_module_summary(module: torch.nn.Module, inputs: tuple, max_nesting: in
         print('  '.join(cell + ' ' * (w - len(cell)) for cell, w in zip(row, widths)))
     print()
     return outputs
+
+# ---------------------------------------------------------------------------------------------
+# User-facing error text.
+
+
+def load_error_summary(err: Exception) -> str:
+    """One line saying why a file could not be loaded: `ExceptionType: cause`. Messages of
+    command-line errors must end on the line that names the file, but torch.load's weights-only
+    errors span several lines of generic advice, with the cause after 'WeightsUnpickler error:'."""
+    text = str(err)
+    if 'WeightsUnpickler error:' in text:
+        text = text.split('WeightsUnpickler error:', 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f'{type(err).__name__}: {lines[0]}' if lines else type(err).__name__

@@ -33,6 +33,7 @@ from typing import Any, BinaryIO, Callable, Iterable
 import torch
 
 import dnnlib
+from torch_utils import misc
 
 FORMAT_TAG = 'sg2x-module-v1'  # First argument of every `rebuild_module` call we write.
 OFFICIAL_PERSISTENCE_VERSION = 6  # `meta['version']` written by stylegan2-ada-pytorch.
@@ -315,7 +316,11 @@ def _safe_load_from_bytes(b: bytes):
     """`torch.storage._load_from_bytes` without arbitrary unpickling (weights_only, CPU)."""
     if not isinstance(b, (bytes, bytearray)):
         raise UnsafePickleError(f'storage payload is a {type(b).__name__}, not bytes')
-    storage = torch.load(io.BytesIO(b), weights_only=True, map_location='cpu')
+    try:
+        storage = torch.load(io.BytesIO(b), weights_only=True, map_location='cpu')
+    except Exception as e:  # A damaged payload; torch raises several types, with multi-line text.
+        raise UnsafePickleError(f'a tensor storage payload is damaged ({misc.load_error_summary(e)}); '
+                                f'copy or download the pickle again') from e
     if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
         raise UnsafePickleError(f'storage payload decoded to a {type(storage).__name__}, not a storage')
     return storage

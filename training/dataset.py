@@ -442,13 +442,24 @@ class DatasetWriter:
         if not self.is_zip and os.path.isdir(self.dest) and os.listdir(self.dest):
             raise DatasetError(f'{what} {dest}: directory is not empty; remove it or choose another path')
         parent = os.path.dirname(self.dest)
-        os.makedirs(parent, exist_ok=True)
-        # Built beside the destination, renamed over it by close(); default modes (not 0o600).
-        if self.is_zip:
-            self._tmp = dnnlib.util.create_temp_file_beside(self.dest)
-            self._zip = zipfile.ZipFile(self._tmp, 'w', compression=zipfile.ZIP_STORED)
-        else:
-            self._tmp = dnnlib.util.create_temp_dir_beside(self.dest)
+        # Folders made for the destination, deepest first: abort() removes them again, so a failed
+        # conversion leaves nothing behind.
+        self._new_parents = []
+        folder = parent
+        while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+            self._new_parents.append(folder)
+            folder = os.path.dirname(folder)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            # Built beside the destination, renamed over it by close(); default modes (not 0o600).
+            if self.is_zip:
+                self._tmp = dnnlib.util.create_temp_file_beside(self.dest)
+                self._zip = zipfile.ZipFile(self._tmp, 'w', compression=zipfile.ZIP_STORED)
+            else:
+                self._tmp = dnnlib.util.create_temp_dir_beside(self.dest)
+        except OSError as e:
+            self._remove_new_parents()
+            raise DatasetError(f'{what} {dest}: cannot write there ({e.strerror or e}); choose another path') from None
         self._labels = []
         self._closed = False
 
@@ -503,6 +514,14 @@ class DatasetWriter:
             os.remove(self._tmp)
         else:
             shutil.rmtree(self._tmp, ignore_errors=True)
+        self._remove_new_parents()
+
+    def _remove_new_parents(self) -> None:
+        for folder in self._new_parents:
+            try:
+                os.rmdir(folder)  # Only while empty.
+            except OSError:
+                return
 
     def __len__(self) -> int:
         return len(self._labels)

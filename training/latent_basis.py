@@ -14,6 +14,8 @@ import os
 
 import torch
 
+from torch_utils import misc
+
 #----------------------------------------------------------------------------
 # Tolerance of the orthonormality check on loaded bases: max |B^T B - I|. A float32 SVD of a
 # 512-d map is orthonormal to about 1e-5; 1e-3 only rejects matrices that are not bases at all.
@@ -113,7 +115,8 @@ def load_latent_basis(path: str, w_dim: int) -> torch.Tensor:
     try:
         basis = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err: # torch raises several types (pickle, zip, unsupported globals)
-        raise ValueError(f'{what}: cannot be read as a torch.save file of one tensor ({type(err).__name__}: {err})') from err
+        raise ValueError(f'{what}: cannot be read as a torch.save file of one tensor '
+            f'({misc.load_error_summary(err)})') from err
     return check_latent_basis(basis, w_dim, what)
 
 #----------------------------------------------------------------------------

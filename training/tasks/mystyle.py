@@ -34,7 +34,7 @@ def load_anchor(path: str, w_dim: int) -> torch.Tensor:
         else:
             value = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err: # numpy/torch raise several types for unreadable files.
-        raise ValueError(f'anchor {path}: cannot be read ({type(err).__name__}: {err})') from err
+        raise ValueError(f'anchor {path}: cannot be read ({misc.load_error_summary(err)})') from err
     if not isinstance(value, torch.Tensor) or not value.is_floating_point():
         raise ValueError(f'anchor {path}: expected a floating-point tensor, got {type(value).__name__}')
     latent = value.detach().to(torch.float32)
