@@ -83,7 +83,7 @@ class DomainExpansionLoss(Loss):
         self.num_ws = int(G_synthesis.num_ws)
 
         # The source-domain GAN objective is StyleGAN2's, applied to base-subspace fakes (Eq. 5).
-        self.gan = StyleGAN2Loss(device, G_mapping, G_synthesis, D, augment_pipe=augment_pipe,
+        self.gan = BaseSubspaceGANLoss(self, device, G_mapping, G_synthesis, D, augment_pipe=augment_pipe,
                                  style_mixing_prob=style_mixing_prob, r1_gamma=r1_gamma,
                                  pl_batch_shrink=pl_batch_shrink, pl_decay=pl_decay, pl_weight=pl_weight)
 
@@ -136,7 +136,7 @@ class DomainExpansionLoss(Loss):
         if phase in ('G_expand_and_recon', 'G_all'):
             self.expand_and_recon(gen_z, gen_c, gain)
         if phase in ('G_adv', 'G_all') and self.lambda_src > 0:
-            self._G_adv(gen_z, gen_c, gain * self.lambda_src)
+            self.gan._G_main(gen_z, gen_c, gain * self.lambda_src)
         if phase in ('G_reg', 'G_all') and self.lambda_src > 0 and self.gan.pl_weight > 0:
             self.gan._G_path_length(gen_z, gen_c, gain * self.lambda_src)  # ordinary mapping, no projection
         if phase in ('D_adv', 'D_reg', 'D_all') and self.lambda_src > 0:
@@ -144,7 +144,7 @@ class DomainExpansionLoss(Loss):
             do_r1 = phase in ('D_reg', 'D_all') and self.gan.r1_gamma > 0
             if real_img is None:
                 raise ValueError(f"phase '{phase}' needs real images: pass --data, or set --lambda_src 0")
-            loss_Dgen = self._D_fake(gen_z, gen_c, gain * self.lambda_src) if do_main else None
+            loss_Dgen = self.gan._D_fake(gen_z, gen_c, gain * self.lambda_src) if do_main else None
             if do_main or do_r1:
                 self.gan._D_real(real_img, real_c, gain * self.lambda_src, loss_Dgen, do_r1)
 
@@ -277,23 +277,17 @@ class DomainExpansionLoss(Loss):
             w = self.subspaces.project_base(w, self.G_mapping.w_avg)            # Eq. 1
         return self.G_synthesis(self.broadcast(w))
 
-    def _G_adv(self, gen_z, gen_c, gain):
-        logits = self.gan.run_D(self.base_fakes(gen_z, gen_c), gen_c)
-        training_stats.report('Loss/scores/fake', logits)
-        training_stats.report('Loss/signs/fake', logits.sign())
-        loss = F.softplus(-logits)
-        training_stats.report('Loss/G/loss', loss)
-        loss.mean().mul(gain).backward()
 
-    def _D_fake(self, gen_z, gen_c, gain):
-        with torch.no_grad():
-            img = self.base_fakes(gen_z, gen_c)
-        logits = self.gan.run_D(img, gen_c)
-        training_stats.report('Loss/scores/fake', logits)
-        training_stats.report('Loss/signs/fake', logits.sign())
-        loss = F.softplus(logits)
-        loss.mean().mul(gain).backward()
-        return loss.detach()
+class BaseSubspaceGANLoss(StyleGAN2Loss):
+    """StyleGAN2's adversarial phases with fakes from the expansion's base subspace (Eq. 5)."""
+
+    def __init__(self, expansion: 'DomainExpansionLoss', *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.expansion = expansion
+
+    def fake_images(self, z, c):
+        return self.expansion.base_fakes(z, c)
+
 
 # ---------------------------------------------------------------------------------------------
 

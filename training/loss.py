@@ -179,9 +179,14 @@ class StyleGAN2Loss(Loss):
                 raise ValueError(f"StyleGAN2Loss: phase '{phase}' needs real images, but the loop has no dataset")
             self._D_real(real_img, real_c, gain, loss_Dgen, do_Dr1)
 
+    def fake_images(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The fakes of the adversarial phases (Gmain, Dmain); subclasses change where they come
+        from (domain expansion: base-subspace latents). Path length always uses `run_G`."""
+        return self.run_G(z, c)[0]
+
     def _G_main(self, gen_z, gen_c, gain):
         # Non-saturating logistic loss: softplus(-D(G(z))).
-        gen_img, _ = self.run_G(gen_z, gen_c)
+        gen_img = self.fake_images(gen_z, gen_c)
         gen_logits = self.run_D(gen_img, gen_c)
         training_stats.report('Loss/scores/fake', gen_logits)
         training_stats.report('Loss/signs/fake', gen_logits.sign())
@@ -212,7 +217,7 @@ class StyleGAN2Loss(Loss):
     def _D_fake(self, gen_z, gen_c, gain) -> torch.Tensor:
         # D on fakes: softplus(D(G(z))); G is not trained here. Returns the detached loss [N, 1].
         with torch.no_grad():
-            gen_img, _ = self.run_G(gen_z, gen_c)
+            gen_img = self.fake_images(gen_z, gen_c)
         gen_logits = self.run_D(gen_img, gen_c)
         training_stats.report('Loss/scores/fake', gen_logits)
         training_stats.report('Loss/signs/fake', gen_logits.sign())
