@@ -17,15 +17,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def fixtures_dir() -> Path:
-    """`../shared/fixtures` relative to the repository root (read in place, never copied)."""
-    return REPO_ROOT.parent / 'shared' / 'fixtures'
+    """`tests/fixtures`: official-format fixtures vendored into the repository (see its README),
+    so a clone tests itself."""
+    return REPO_ROOT / 'tests' / 'fixtures'
 
 
 def require_fixtures(*relative: str) -> Path:
-    """Path of a fixture file or folder; skips the calling test, saying why, when it is absent."""
+    """Path of a vendored fixture file or folder. A missing one fails the test: it is part of
+    the repository, so its absence is a broken checkout, never a reason to skip."""
     path = fixtures_dir().joinpath(*relative)
     if not path.exists():
-        pytest.skip(f'official-format fixture {path} is not present (it lives in ../shared beside the repo)')
+        pytest.fail(f'fixture {path} is missing from the checkout (restore tests/fixtures from git)')
     return path
 
 
