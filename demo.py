@@ -6,10 +6,11 @@ Four new domains are added to `demo/source_generator.pkl` (a 32x32 StyleGAN2 pre
 the procedural 'blobs' data set, see demo/README.md): three `Transform` domains (grayscale,
 negative, hue shift: ground truth that needs no pretrained network) and one `MyStyle` domain
 whose "personal photos" are generated here from four anchor latents. The expansion runs through
-train.py's own code path; so does a plain fine-tuning baseline with the same tasks and steps but
-no base-subspace regularisation. metrics.json (interfaces.md section 5) then shows (a) how well
-the base subspace is preserved compared with the baseline, (b) each domain's task error before
-and after, and (c) that no domain leaks into another's subspace.
+train.py's own library code (training.run_options, training.launch); so does a plain fine-tuning
+baseline with the same tasks and steps but no base-subspace regularisation. metrics.json
+(interfaces.md section 5) then shows (a) how well the base subspace is preserved compared with
+the baseline, (b) each domain's task error before and after, and (c) that no domain leaks into
+another's subspace.
 """
 
 import glob
@@ -23,8 +24,8 @@ import torch
 
 import dnnlib
 import legacy
-import train
 from torch_utils import image_utils
+from training import launch, run_options
 from training import expansion_eval
 from training.image_transforms import get_transform
 from training.subspaces import LatentSubspaces
@@ -99,13 +100,13 @@ def run_expansion(outdir: str, cfg_path: str, data_zip: str, steps: int, batch: 
                   baseline: bool, lpips_random_backbone: bool) -> str:
     """Train through train.py's own functions; returns the final snapshot path."""
     lambdas = dict(lambda_src=0, lambda_recon_l2=0, lambda_recon_lpips=0) if baseline else {}
-    options = train.setup_training_options(
+    options = run_options.setup_training_options(
         outdir=outdir, data=data_zip, resume=SOURCE_PKL, expansion_cfg_file=cfg_path, cfg='tiny', batch=batch,
         kimg=steps * batch / 1000, tick=steps * batch / 1000, snap=1, metrics='none', seed=seed, aug='noaug',
         workers=0, **lambdas)
     options.loss_kwargs['lpips_random_backbone'] = lpips_random_backbone
     options.logging['tensorboard'] = False
-    train.launch_training(options, outdir)
+    launch.launch_training(options, outdir)
     return sorted(glob.glob(os.path.join(outdir, '*', 'network-snapshot-*.pkl')))[-1]
 
 

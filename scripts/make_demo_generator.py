@@ -15,8 +15,7 @@ import os
 
 import click
 
-import train
-from training import snapshot_io
+from training import launch, run_options, snapshot_io
 from training.synthetic_data import make_synthetic_dataset
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,9 +29,10 @@ def make_demo_generator(workdir: str, kimg: float = 40, dest: str | None = None)
     if not os.path.exists(data):
         os.makedirs(workdir, exist_ok=True)
         make_synthetic_dataset(data, 2000, 32, seed=DATA_SEED)
-    options = train.setup_training_options(outdir=os.path.join(workdir, 'runs'), data=data, cfg='tiny', batch=8,
-                                           kimg=kimg, tick=1, snap=5, metrics='none', workers=0, mirror=True)
-    train.launch_training(options, os.path.join(workdir, 'runs'))
+    options = run_options.setup_training_options(outdir=os.path.join(workdir, 'runs'), data=data, cfg='tiny',
+                                                 batch=8, kimg=kimg, tick=1, snap=5, metrics='none', workers=0,
+                                                 mirror=True)
+    launch.launch_training(options, os.path.join(workdir, 'runs'))
     last = sorted(glob.glob(os.path.join(workdir, 'runs', '*', 'network-snapshot-*.pkl')))[-1]
     with open(last, 'rb') as f:
         snapshot = snapshot_io.load_network_pkl(f)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import legacy
-import train
+from training import launch, run_options
 from torch_utils import distributed
 from torch_utils import training_stats
 from training import training_loop as tl
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 def deterministic_options(data, outdir, gpus):
     """--cfg tiny without any per-rank randomness (no noise inputs, style mixing, augmentation, path
     length) and without D's minibatch-stddev layer, whose groups depend on how the batch is split."""
-    opts = train.setup_training_options(data=data, cfg='tiny', gpus=gpus, batch=8, aug='noaug', metrics='none',
+    opts = run_options.setup_training_options(data=data, cfg='tiny', gpus=gpus, batch=8, aug='noaug', metrics='none',
                                         workers=0, kimg=0.016, snap=1, tick=0.008, outdir=str(outdir))
     opts.batch_gpu = 4  # One process: two accumulation rounds of 4; two processes: one round each.
     opts.G_kwargs['synthesis_kwargs']['use_noise'] = False

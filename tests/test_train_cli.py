@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 import legacy
 import train
+from training import launch, run_options
 from tiny_nets import snapshot_data, tiny_discriminator, tiny_generator
 from training import logging_sinks
 from training import loop_state
@@ -126,7 +127,7 @@ def test_dry_run_prints_options_and_creates_nothing(tmp_path, data16):
 
 def test_resume_pickle_supplies_the_architecture(tmp_path, data16):
     pkl = tiny_pickle(tmp_path / 'start16.pkl', resolution=16)
-    opts = train.setup_training_options(data=data16, cfg='tiny', resume=pkl, metrics='none', kimg=0.008, workers=0,
+    opts = run_options.setup_training_options(data=data16, cfg='tiny', resume=pkl, metrics='none', kimg=0.008, workers=0,
                                         outdir=str(tmp_path / 'out'))
     G = legacy.load_network_pkl(pkl)['G']
     assert opts.G_kwargs == dict(class_name='training.networks.Generator', **json.loads(json.dumps(G.init_kwargs)))
@@ -134,7 +135,7 @@ def test_resume_pickle_supplies_the_architecture(tmp_path, data16):
     assert opts.D_kwargs['epilogue_kwargs'] == {'mbstd_group_size': 2}  # not the preset's 4
     assert opts.ada_kimg == 100 and opts.ema_rampup is None
     assert opts.G_opt_kwargs['lr'] == 0.0025                          # hyperparameters from --cfg
-    result = train.launch_training(opts, str(tmp_path / 'out'))
+    result = launch.launch_training(opts, str(tmp_path / 'out'))
     with open(os.path.join(result['run_dir'], 'log.txt')) as f:
         log = f.read()
     assert f"Architecture: {pkl} (the pickle's own constructor arguments" in log
@@ -232,8 +233,8 @@ def test_sigkill_then_same_command_continues_exactly(tmp_path, data16):
     assert kimgs == sorted(set(kimgs)) and kimgs[-1] == pytest.approx(0.08)
 
     # Compare with a run that was never interrupted (same options, in this process).
-    opts = train.setup_training_options(outdir=str(tmp_path / 'ref'), **flags)
-    reference = train.launch_training(opts, str(tmp_path / 'ref'))
+    opts = run_options.setup_training_options(outdir=str(tmp_path / 'ref'), **flags)
+    reference = launch.launch_training(opts, str(tmp_path / 'ref'))
     a, state_a = _final_tensors(reference['last_snapshot'])
     b, state_b = _final_tensors(loop_state.latest_snapshot(run_dir))
     assert state_a['progress'] == state_b['progress'] == dict(cur_nimg=80, cur_tick=5, batch_idx=20, tick_start_nimg=80)
@@ -246,17 +247,17 @@ def test_sigkill_then_same_command_continues_exactly(tmp_path, data16):
 def test_resume_latest_continues_the_newest_run_with_new_options(tmp_path, data16):
     outdir = str(tmp_path / 'out')
     flags = dict(data=data16, cfg='tiny', metrics='none', workers=0, snap=1, tick=0.004, outdir=outdir)
-    first = train.launch_training(train.setup_training_options(kimg=0.008, **flags), outdir)
-    more = train.setup_training_options(kimg=0.016, resume='latest', **flags)
-    assert train.plan_run(more, outdir) == dict(run_dir=first['run_dir'], continue_pkl=first['last_snapshot'],
+    first = launch.launch_training(run_options.setup_training_options(kimg=0.008, **flags), outdir)
+    more = run_options.setup_training_options(kimg=0.016, resume='latest', **flags)
+    assert launch.plan_run(more, outdir) == dict(run_dir=first['run_dir'], continue_pkl=first['last_snapshot'],
                                                 mode='continue')
-    second = train.launch_training(more, outdir)
+    second = launch.launch_training(more, outdir)
     assert second['run_dir'] == first['run_dir'] and second['cur_nimg'] == 16 and second['batch_idx'] == 4
     with open(os.path.join(first['run_dir'], 'log.txt')) as f:
         log = f.read()
     assert 'Changed option total_kimg: 0.008 -> 0.016' in log
     # Running the same command once more finds nothing left to do.
-    third = train.launch_training(train.setup_training_options(kimg=0.016, resume='latest', **flags), outdir)
+    third = launch.launch_training(run_options.setup_training_options(kimg=0.016, resume='latest', **flags), outdir)
     with open(os.path.join(first['run_dir'], 'log.txt')) as f:
         assert third['cur_nimg'] == 16 and 'Nothing to do' in f.read()
 
@@ -265,7 +266,7 @@ def test_expansion_flags_resolve_into_loss_kwargs(tmp_path):
     pkl = tiny_pickle(tmp_path / 'source16.pkl', resolution=16)
     cfg = tmp_path / 'gray.json'
     cfg.write_text(json.dumps({'tasks': [{'type': 'Transform', 'args': {'transform': 'grayscale'}}]}))
-    opts = train.setup_training_options(cfg='stylegan2', resume=pkl, expansion_cfg_file=str(cfg), lambda_src=0,
+    opts = run_options.setup_training_options(cfg='stylegan2', resume=pkl, expansion_cfg_file=str(cfg), lambda_src=0,
                                         aug='noaug', outdir=str(tmp_path / 'out'))
     loss = opts.loss_kwargs
     assert loss['class_name'] == 'training.expansion_loss.DomainExpansionLoss'
@@ -276,11 +277,11 @@ def test_expansion_flags_resolve_into_loss_kwargs(tmp_path):
     assert opts.kimg_per_tick == opts.batch_gpu == 4
     assert opts.training_set_kwargs is None and opts.metrics == []
 
-    with pytest.raises(train.OptionError, match='--expansion_cfg_file needs --resume PKL'):
-        train.setup_training_options(cfg='stylegan2', expansion_cfg_file=str(cfg), lambda_src=0, outdir='x')
-    with pytest.raises(train.OptionError, match='--data is required'):
-        train.setup_training_options(cfg='stylegan2', resume=pkl, expansion_cfg_file=str(cfg), outdir='x')
+    with pytest.raises(run_options.OptionError, match='--expansion_cfg_file needs --resume PKL'):
+        run_options.setup_training_options(cfg='stylegan2', expansion_cfg_file=str(cfg), lambda_src=0, outdir='x')
+    with pytest.raises(run_options.OptionError, match='--data is required'):
+        run_options.setup_training_options(cfg='stylegan2', resume=pkl, expansion_cfg_file=str(cfg), outdir='x')
     cfg.write_text(json.dumps({'tasks': [{'type': 'Transform', 'args': {'transform': 'sepia'}}]}))
     with pytest.raises(ValueError, match='sepia'):
-        train.setup_training_options(cfg='stylegan2', resume=pkl, expansion_cfg_file=str(cfg), lambda_src=0,
+        run_options.setup_training_options(cfg='stylegan2', resume=pkl, expansion_cfg_file=str(cfg), lambda_src=0,
                                      outdir='x')

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import legacy
-import train
+from training import launch, run_options
 from torch_utils import training_stats
 from training import loop_setup
 from training import loop_state
@@ -32,7 +32,7 @@ def dataset_zip(tmp_path_factory):
 
 def tiny_options(data, outdir, **flags):
     flags = dict(dict(cfg='tiny', metrics='none', workers=0, snap=1), **flags)
-    return train.setup_training_options(data=data, outdir=str(outdir), **flags)
+    return run_options.setup_training_options(data=data, outdir=str(outdir), **flags)
 
 
 def load(path):
@@ -67,7 +67,7 @@ def random_inception(tmp_path, monkeypatch):
 def test_tiny_run_outputs_and_learning(dataset_zip, tmp_path, random_inception):
     outdir = tmp_path / 'runs'
     opts = tiny_options(dataset_zip, outdir, kimg=0.32, snap=4, tick=0.04, metrics='fid_tiny')
-    result = train.launch_training(opts, str(outdir))
+    result = launch.launch_training(opts, str(outdir))
     run_dir = result['run_dir']
     assert os.path.basename(run_dir) == '00000-shapes16-tiny-kimg0.32-ada'
 
@@ -130,8 +130,8 @@ def test_continued_run_matches_uninterrupted(dataset_zip, tmp_path):
         opts.ada_target = -1.0  # ... and always upwards, so the restored p matters (test-only value).
         return opts
 
-    full = train.launch_training(options(tmp_path / 'full', 0.044), str(tmp_path / 'full'))
-    part = train.launch_training(options(tmp_path / 'part', 0.024), str(tmp_path / 'part'))
+    full = launch.launch_training(options(tmp_path / 'full', 0.044), str(tmp_path / 'full'))
+    part = launch.launch_training(options(tmp_path / 'part', 0.024), str(tmp_path / 'part'))
     second = part['last_snapshot']
     assert second.endswith('network-snapshot-000000.024.pkl')
     # Continue the interrupted run in its own folder with the longer schedule.
@@ -167,7 +167,7 @@ def test_nonfinite_gradient_stops_the_run(dataset_zip, tmp_path):
     opts = tiny_options(dataset_zip, tmp_path, kimg=0.1, tick=0.02, aug='noaug')
     opts.loss_kwargs.update(class_name=f'{__name__}.NaNAfterLoss', nan_from_nimg=12)
     with pytest.raises(tl.NonFiniteError) as info:
-        train.launch_training(opts, str(tmp_path))
+        launch.launch_training(opts, str(tmp_path))
     message = str(info.value)
     assert "phase 'Dmain'" in message and 'step 3' in message
     assert message.endswith('network-snapshot-000000.004.pkl')  # the last good snapshot

@@ -169,7 +169,7 @@ def _load_initial_weights(opts, continue_pkl, G, D, G_ema, log) -> dict | None:
         log(f'Continuing from {continue_pkl} at {state["progress"]["cur_nimg"] / 1000:g} kimg')
         return state
     if opts.resume_pkl == 'latest':
-        raise ValueError("resume_pkl='latest' names no file: train.launch_training resolves it into continue_pkl")
+        raise ValueError("resume_pkl='latest' names no file: training.launch resolves it into continue_pkl")
     if opts.resume_pkl:
         with dnnlib.util.open_url(opts.resume_pkl) as f:
             data = snapshot_io.load_network_pkl(f)

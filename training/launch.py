@@ -1,0 +1,224 @@
+"""Starting a training run from resolved options: where it goes, continuation, and processes.
+
+    options = training.run_options.setup_training_options(data=..., cfg='tiny', ...)
+    training.launch.launch_training(options, outdir)
+
+`plan_run` decides the run folder: re-running the same command (the same resolved options) into
+the same --outdir continues the newest matching run from its newest snapshot, exactly (counters,
+optimizer and ADA state, RNG streams, data position); `resume_pkl='latest'` continues the newest
+run under --outdir that has a snapshot, with the new options; anything else starts a new
+numbered folder. `launch_training` prints and saves the options (training_options.json) and
+trains in this process, in `num_gpus` spawned processes, or as one torchrun rank.
+
+A user-input error found only once training runs (e.g. pretrained weights missing offline) is
+re-raised in the launching process as a `dnnlib.util.UserError`, and a run folder this launch
+created is removed again, so bad input leaves nothing behind (interfaces.md section 4).
+"""
+
+import copy
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import torch
+
+import dnnlib
+from torch_utils import distributed
+from training import loop_state
+from training.run_options import OptionError
+
+USER_ERROR_FILE_PREFIX = 'user-error-rank'  # Spawned processes report input errors to the parent in these files.
+
+# ---------------------------------------------------------------------------------------------
+# The run folder.
+
+
+def plan_run(options: dict, outdir: str) -> dict:
+    """Where the run goes: dict(run_dir, continue_pkl, mode) with mode 'new' (fresh folder),
+    'continue' (from continue_pkl) or 'restart' (matching folder without snapshots)."""
+    if options.get('resume_pkl') == 'latest':
+        run_dir = loop_state.find_latest_run_with_snapshot(outdir)
+        if run_dir is None:
+            raise OptionError(f'--resume latest: no run with a network snapshot under --outdir {outdir}')
+        return dict(run_dir=run_dir, continue_pkl=loop_state.latest_snapshot(run_dir), mode='continue')
+    run_dir = loop_state.find_matching_run(outdir, options)
+    if run_dir is not None:
+        snapshot = loop_state.latest_snapshot(run_dir)
+        return dict(run_dir=run_dir, continue_pkl=snapshot, mode='continue' if snapshot else 'restart')
+    return dict(run_dir=loop_state.next_run_dir(outdir, options['desc']), continue_pkl=None, mode='new')
+
+
+def prepare_run_dir(options: dict, plan: dict, command: str | None = None) -> None:
+    """Create or tidy the run folder and write training_options.json.
+
+    Args:
+        options: the resolved options, with `run_dir` set.
+        plan:    `plan_run`'s answer.
+        command: the command line recorded in log.txt [default: this process's argv].
+    """
+    run_dir = plan['run_dir']
+    os.makedirs(run_dir, exist_ok=True)
+    loop_state.remove_temp_files(run_dir)
+    saved = loop_state.read_options(run_dir)
+    notes = []
+    if plan['mode'] == 'continue':
+        kimg = float(loop_state.SNAPSHOT_RE.match(os.path.basename(plan['continue_pkl'])).group(1))
+        # Statistics and metrics written after that snapshot belong to the lost part of the run.
+        loop_state.truncate_jsonl(os.path.join(run_dir, 'stats.jsonl'),
+                                  lambda r: r.get('Progress/kimg', {}).get('mean', 0) <= kimg + 1e-9)
+        for name in os.listdir(run_dir):
+            if name.startswith('metric-') and name.endswith('.jsonl'):
+                loop_state.truncate_jsonl(os.path.join(run_dir, name), lambda r: _metric_kimg(r) <= kimg + 1e-9)
+        if saved is not None:
+            notes = loop_state.options_diff(saved, options)
+    elif plan['mode'] == 'restart':
+        for name in os.listdir(run_dir):
+            if name == 'stats.jsonl' or (name.startswith('metric-') and name.endswith('.jsonl')):
+                os.remove(os.path.join(run_dir, name))
+    with dnnlib.util.atomic_write_path(os.path.join(run_dir, loop_state.OPTIONS_FILE)) as tmp, open(tmp, 'wt') as f:
+        json.dump(options, f, indent=2)
+    command = command if command is not None else ' '.join(sys.argv)
+    with open(os.path.join(run_dir, 'log.txt'), 'at') as f:
+        f.write(f'--- {plan["mode"]}: {command}\n')
+        for line in notes:
+            f.write(f'Changed option {line}\n')
+
+
+def _metric_kimg(record: dict) -> float:
+    match = loop_state.SNAPSHOT_RE.match(os.path.basename(record.get('snapshot_pkl') or ''))
+    return float(match.group(1)) if match else 0.0
+
+
+def _remove_failed_run(run_dir: str, new_outdir: str | None = None) -> None:
+    """Delete a run folder this launch created (and --outdir, when this launch created it and it
+    is left empty); kept when it holds a network snapshot."""
+    for _root, _dirs, files in os.walk(run_dir):
+        if any(loop_state.SNAPSHOT_RE.match(name) for name in files):
+            return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if new_outdir is not None and os.path.isdir(new_outdir) and not os.listdir(new_outdir):
+        os.rmdir(new_outdir)
+
+# ---------------------------------------------------------------------------------------------
+# Launching.
+
+
+def launch_training(options: dict, outdir: str, dry_run: bool = False) -> dict | None:
+    """Pick the run dir, print the options, save them, and train (in this process, in --gpus
+    spawned processes, or as this torchrun rank). Returns the training summary (rank 0) or None
+    for --dry-run."""
+    options = copy.deepcopy(dict(options))
+    info = distributed.torchrun_info()
+    rank = info.rank if info is not None else 0
+    plan = plan_run(options, outdir) if rank == 0 else None
+    if dry_run:
+        if rank == 0:
+            options['run_dir'] = plan['run_dir']
+            print(json.dumps(options, indent=2))
+            print(f'Dry run: would {plan["mode"]} {plan["run_dir"]}'
+                  + (f' from {plan["continue_pkl"]}' if plan['continue_pkl'] else '') + '; nothing was created.')
+        return None
+    if info is not None:
+        return _run_torchrun_rank(options, plan, info)
+    options['run_dir'] = plan['run_dir']
+    print(json.dumps(options, indent=2))
+    run_dir_is_new, outdir_is_new = not os.path.exists(plan['run_dir']), not os.path.exists(outdir)
+    prepare_run_dir(options, plan)
+    print(f'Run directory: {plan["run_dir"]} ({plan["mode"]})')
+    try:
+        return _run_local_processes(options, plan)
+    except dnnlib.util.UserError:
+        # Found only once training started: leave no half-made run behind.
+        if run_dir_is_new:
+            _remove_failed_run(plan['run_dir'], outdir if outdir_is_new else None)
+        raise
+
+
+def _run_local_processes(options: dict, plan: dict) -> dict:
+    """Train in this process (num_gpus == 1) or in num_gpus spawned ones; a user-input error of a
+    spawned process is raised here as a `UserError` with its message."""
+    gpus = options['num_gpus']
+    if gpus == 1:
+        return train_process(0, options, plan['continue_pkl'], None, 1)
+    if not torch.cuda.is_available():
+        print(f'No CUDA device: starting {gpus} CPU processes (gloo)')
+    with tempfile.TemporaryDirectory() as tmp:
+        init_file = os.path.abspath(os.path.join(tmp, '.torch_distributed_init'))
+        try:
+            torch.multiprocessing.spawn(fn=train_process, args=(options, plan['continue_pkl'], init_file, gpus),
+                                        nprocs=gpus)
+        except torch.multiprocessing.ProcessRaisedException:
+            message = _spawned_user_error(tmp)
+            if message is None:
+                raise
+            raise dnnlib.util.UserError(message) from None
+    return dict(run_dir=plan['run_dir'])
+
+
+def _spawned_user_error(tmp_dir: str) -> str | None:
+    """The message of a user-input error raised in a spawned training process (see train_process)."""
+    for name in sorted(os.listdir(tmp_dir)):
+        if name.startswith(USER_ERROR_FILE_PREFIX):
+            with open(os.path.join(tmp_dir, name)) as f:
+                return f.read()
+    return None
+
+
+def _device_for(local_rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device('cuda', local_rank)
+    return torch.device('cpu')
+
+
+def train_process(rank: int, options: dict, continue_pkl: str | None, init_file: str | None,
+                  world_size: int) -> dict:
+    """One training process: the only one, or one spawned by `torch.multiprocessing.spawn`
+    (a module-level function, so spawn can pickle it).
+
+    Args:
+        rank:         this process's rank (and local CUDA device index).
+        options:      resolved options with `run_dir` set.
+        continue_pkl: snapshot to continue from exactly, or None.
+        init_file:    file for the process-group rendezvous of spawned processes; None for one process.
+        world_size:   number of processes.
+    """
+    device = _device_for(rank)
+    info = distributed.ProcessInfo(rank=rank, world_size=world_size, local_rank=rank)
+    init_method = f'file://{init_file}' if init_file else None
+    distributed.init_process_group(info, device, init_method=init_method)
+    try:
+        return _training_loop()(options, rank=rank, world_size=world_size, device=device, continue_pkl=continue_pkl)
+    except dnnlib.util.UserError as e:
+        if init_file is not None:  # Spawned: the parent only sees a traceback text, so leave it the message.
+            with open(os.path.join(os.path.dirname(init_file), f'{USER_ERROR_FILE_PREFIX}{rank}.txt'), 'w') as f:
+                f.write(str(e))
+        raise
+    finally:
+        distributed.shutdown()
+
+
+def _run_torchrun_rank(options: dict, plan: dict | None, info: distributed.ProcessInfo) -> dict | None:
+    """This process is one rank of a torchrun launch: rank 0 prepares the run folder, all train."""
+    device = _device_for(info.local_rank)
+    distributed.init_process_group(info, device)
+    try:
+        if info.rank == 0:
+            options['run_dir'] = plan['run_dir']
+            print(json.dumps(options, indent=2))
+            prepare_run_dir(options, plan)
+        plan = distributed.broadcast_object(plan)
+        options['run_dir'] = plan['run_dir']
+        distributed.barrier()
+        result = _training_loop()(options, rank=info.rank, world_size=info.world_size, device=device,
+                                  continue_pkl=plan['continue_pkl'])
+        return result if info.rank == 0 else None
+    finally:
+        distributed.shutdown()
+
+
+def _training_loop():
+    # Imported on first use: resolving options (and --help, --dry-run) need not load the loop.
+    from training.training_loop import training_loop
+    return training_loop
