@@ -23,6 +23,18 @@ class UserError(Exception):
     other modules derive from it (e.g. SnapshotError, DatasetError, ExpansionConfigError)."""
 
 
+_CONTROL_CHARS_RE = re.compile('[\x00-\x1f\x7f-\x9f\u2028\u2029]')
+
+
+def one_line(text: str, max_chars: int = 2000) -> str:
+    """`text` safe to print as one line: control characters (newlines included) escaped as in a
+    Python literal, and at most `max_chars` characters. For messages that quote file data."""
+    text = _CONTROL_CHARS_RE.sub(lambda m: repr(m.group(0))[1:-1], str(text))
+    if len(text) > max_chars:
+        text = text[:max_chars - 30] + f'... ({len(text) - max_chars + 30} more characters)'
+    return text
+
+
 class EasyDict(dict):
     """A dict whose keys can also be read and written as attributes (`d.lr` == `d['lr']`)."""
 

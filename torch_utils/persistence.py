@@ -40,7 +40,13 @@ OFFICIAL_PERSISTENCE_VERSION = 6  # `meta['version']` written by stylegan2-ada-p
 
 
 class SnapshotError(dnnlib.util.UserError, ValueError):
-    """A snapshot (pickle or safetensors file) cannot be read or written; the message says why."""
+    """A snapshot (pickle or safetensors file) cannot be read or written; the message says why.
+
+    The message is always one line: text quoted from the file cannot break it (`dnnlib.util.one_line`).
+    """
+
+    def __init__(self, message: str = ''):
+        super().__init__(dnnlib.util.one_line(message))
 
 
 class UnsafePickleError(SnapshotError):
@@ -183,23 +189,51 @@ def rebuild_module(format_tag: str, registry_name: str, init_args: tuple, init_k
         raise SnapshotError(f"Snapshot needs class '{registry_name}', which is not a registered persistent class; "
                             f'import the module that defines it before loading (or load with '
                             f'training.snapshot_io.load_network_pkl, which imports our network modules)')
-    if not isinstance(init_args, (tuple, list)) or not isinstance(init_kwargs, dict):
-        raise SnapshotError(f"Snapshot entry for '{registry_name}' has malformed constructor arguments")
-    try:
-        module = cls(*init_args, **init_kwargs)
-    except Exception as e:
-        raise SnapshotError(f"Cannot construct '{registry_name}' from the arguments stored in the snapshot "
-                            f'({type(e).__name__}: {e}); the class constructor has changed incompatibly') from e
-    copy_tensors_strict(module, tensors, what=f"'{registry_name}'")
-    _apply_flags(module, flags)
+    what = f"'{registry_name}'"
+    check_plain_arguments(init_args, init_kwargs, what)
+    module = build_module_checked(cls, tuple(init_args), init_kwargs, tensors, what)
+    _apply_flags(module, flags, what)
     return module
 
 
-def _apply_flags(module: torch.nn.Module, flags: dict | None) -> None:
+MAX_ARGUMENT_DEPTH = 16  # Nesting depth of stored constructor arguments (ours and official ones use <= 3).
+_PLAIN_SCALARS = (type(None), bool, int, float, str)
+
+
+def check_plain_arguments(init_args: Any, init_kwargs: Any, what: str) -> None:
+    """Stored constructor arguments must be a tuple/list and a dict with str keys of plain data:
+    None, bool, int, float, str, and lists, tuples and str-keyed dicts of those, nested at most
+    MAX_ARGUMENT_DEPTH deep. Anything else (a tensor, a record, a set) is a SnapshotError."""
+    if not isinstance(init_args, (tuple, list)):
+        raise SnapshotError(f'{what}: stored positional arguments are a {type(init_args).__name__}, not a tuple')
+    if not isinstance(init_kwargs, dict):
+        raise SnapshotError(f'{what}: stored keyword arguments are a {type(init_kwargs).__name__}, not a dict')
+    stack = [(init_args, 0, 'args'), (init_kwargs, 0, 'kwargs')]
+    while stack:
+        value, depth, where = stack.pop()
+        if isinstance(value, _PLAIN_SCALARS):
+            continue
+        if depth >= MAX_ARGUMENT_DEPTH:
+            raise SnapshotError(f'{what}: stored constructor arguments nest deeper than {MAX_ARGUMENT_DEPTH} levels')
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise SnapshotError(f'{what}: stored argument {where} has a key of type {type(key).__name__}')
+                stack.append((item, depth + 1, f'{where}.{key}'))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, depth + 1, f'{where}[{i}]') for i, item in enumerate(value))
+        else:
+            raise SnapshotError(f'{what}: stored argument {where} is a {type(value).__name__}; constructor '
+                                f'arguments are plain data (None, bool, int, float, str, lists, dicts)')
+
+
+def _apply_flags(module: torch.nn.Module, flags: Any, what: str) -> None:
     if flags is None:
         return
-    training = set(flags.get('training', []))
-    requires_grad = set(flags.get('requires_grad', []))
+    names = (flags.get('training', []), flags.get('requires_grad', [])) if isinstance(flags, dict) else (None, None)
+    if not all(isinstance(group, (list, tuple)) and all(isinstance(n, str) for n in group) for group in names):
+        raise SnapshotError(f'{what}: stored module flags are malformed (expected lists of names)')
+    training, requires_grad = set(names[0]), set(names[1])
     for n, m in module.named_modules():
         m.training = n in training
     for n, p in module.named_parameters():
@@ -215,11 +249,21 @@ def copy_tensors_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor
     `what` names the source in error messages.
     """
     dst = module.state_dict(keep_vars=True)
+    check_tensors_match(dst, tensors, what, type(module).__name__)
+    for n, d in dst.items():
+        d.copy_(tensors[n])
+
+
+def check_tensors_match(dst: dict[str, torch.Tensor], tensors: Any, what: str, network: str) -> None:
+    """Raise SnapshotError unless `tensors` has exactly the names of `dst`, with equal shapes and
+    compatible dtypes (equal, or both floating point). `dst` may live on the meta device."""
+    if not isinstance(tensors, dict) or not all(isinstance(n, str) for n in tensors):
+        raise SnapshotError(f'{what}: the stored tensors are not a dict keyed by name')
     missing = [n for n in dst if n not in tensors]
     unexpected = [n for n in tensors if n not in dst]
     if missing or unexpected:
         raise SnapshotError(
-            f'{what}: tensors do not match {type(module).__name__} built from the stored arguments: '
+            f'{what}: tensors do not match {network} built from the stored arguments: '
             f'missing in the snapshot {_short_list(missing)}, not in the network {_short_list(unexpected)}')
     for n, d in dst.items():
         s = tensors[n]
@@ -231,7 +275,41 @@ def copy_tensors_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor
         if s.dtype != d.dtype and not (s.dtype.is_floating_point and d.dtype.is_floating_point):
             raise SnapshotError(f"{what}: tensor '{n}' has dtype {s.dtype} in the snapshot "
                                 f'but {d.dtype} in the network')
-        d.copy_(s)
+
+
+MAX_MODULE_ELEMENTS = 2**30  # Cap on the parameter + buffer elements of one rebuilt network (4 GiB in float32).
+
+
+def build_module_checked(cls: type, init_args: tuple, init_kwargs: dict, tensors: dict, what: str) -> torch.nn.Module:
+    """`cls(*init_args, **init_kwargs)` with `tensors` copied in, allocating only what the snapshot
+    itself stores.
+
+    The module is first built on the meta device (no memory): its tensor names, shapes and dtypes
+    must match `tensors` and its total size must stay under MAX_MODULE_ELEMENTS. Only then is it
+    built for real on the CPU and filled. Every failure is a one-line SnapshotError naming `what`.
+    """
+    try:
+        with torch.device('meta'):
+            probe = cls(*init_args, **init_kwargs)
+    except SnapshotError:
+        raise
+    except Exception as e:  # The stored arguments can be anything; the constructor says what is wrong.
+        raise SnapshotError(f'{what}: cannot build {cls.__name__} from the stored arguments '
+                            f'({type(e).__name__}: {e}); the snapshot is damaged or the class constructor has '
+                            f'changed incompatibly') from None
+    total = sum(t.numel() for t in [*probe.parameters(), *probe.buffers()])
+    if total > MAX_MODULE_ELEMENTS:
+        raise SnapshotError(f'{what}: the stored arguments describe a {cls.__name__} of {total} elements, over the '
+                            f'cap of {MAX_MODULE_ELEMENTS} (torch_utils.persistence.MAX_MODULE_ELEMENTS)')
+    check_tensors_match(probe.state_dict(keep_vars=True), tensors, what, cls.__name__)
+    del probe
+    try:
+        module = cls(*init_args, **init_kwargs)
+    except Exception as e:
+        raise SnapshotError(f'{what}: cannot build {cls.__name__} from the stored arguments '
+                            f'({type(e).__name__}: {e})') from None
+    copy_tensors_strict(module, tensors, what)
+    return module
 
 
 def _short_list(names: list[str], limit: int = 8) -> str:
@@ -268,22 +346,54 @@ class PersistentRecord:
         return _reconstruct_persistent_obj, (meta,)
 
     def named_tensors(self, prefix: str = '') -> dict[str, torch.Tensor]:
-        """Parameters and persistent buffers of this record and its children, by state_dict name."""
+        """Parameters and persistent buffers of this record and its children, by state_dict name.
+
+        The record state comes from the file, so its layout is checked on the way: `_parameters`,
+        `_buffers` and `_modules` dicts keyed by str, tensors or None as values, child records at
+        most MAX_RECORD_DEPTH deep and never the record itself again. SnapshotError otherwise.
+        """
         out = {}
-        non_persistent = self.state.get('_non_persistent_buffers_set') or set()
-        for field in ('_parameters', '_buffers'):
-            for key, value in (self.state.get(field) or {}).items():
-                if value is None or (field == '_buffers' and key in non_persistent):
+        pending = [(self, prefix, 0)]
+        seen = set()
+        while pending:
+            record, path, depth = pending.pop()
+            if id(record) in seen or depth > MAX_RECORD_DEPTH:
+                raise SnapshotError(f"submodule '{path.rstrip('.')}' repeats a parent or nests deeper than "
+                                    f'{MAX_RECORD_DEPTH} levels')
+            seen.add(id(record))
+            state = record.state
+            non_persistent = _record_field(state, '_non_persistent_buffers_set', (set, frozenset), path)
+            for field in ('_parameters', '_buffers'):
+                for key, value in _record_field(state, field, dict, path).items():
+                    if value is None or (field == '_buffers' and key in non_persistent):
+                        continue
+                    if not isinstance(value, torch.Tensor):
+                        raise SnapshotError(f"'{path + key}' in {field} is a {type(value).__name__}, not a tensor")
+                    out[path + key] = value
+            children = _record_field(state, '_modules', dict, path)
+            for key, child in reversed(children.items()):
+                if child is None:
                     continue
-                out[prefix + key] = value
-        for key, child in (self.state.get('_modules') or {}).items():
-            if child is None:
-                continue
-            if not isinstance(child, PersistentRecord):
-                raise SnapshotError(f"Submodule '{prefix + key}' is a {type(child).__name__}, "
-                                    f'not a persistent network object')
-            out.update(child.named_tensors(prefix + key + '.'))
+                if not isinstance(child, PersistentRecord):
+                    raise SnapshotError(f"Submodule '{path + key}' is a {type(child).__name__}, "
+                                        f'not a persistent network object')
+                pending.append((child, path + key + '.', depth + 1))
         return out
+
+
+MAX_RECORD_DEPTH = 32  # Nesting of submodules in an official pickle (a StyleGAN2 generator uses 4).
+
+
+def _record_field(state: dict, field: str, kind: type | tuple, path: str):
+    """`state[field]` checked to be a `kind` with str keys/items; empty when absent or None."""
+    value = state.get(field)
+    if value is None:
+        return kind() if isinstance(kind, type) else kind[0]()
+    if not isinstance(value, kind) or not all(isinstance(k, str) for k in value):
+        name = kind.__name__ if isinstance(kind, type) else kind[0].__name__
+        raise SnapshotError(f"'{path or '.'}' record field {field} is a {type(value).__name__}, "
+                            f'not a {name} keyed by name')
+    return value
 
 
 def _sha256(text: str) -> str:
@@ -332,11 +442,27 @@ def _check_no_hooks(hooks: Any) -> None:
 
 
 def _safe_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata=None):
-    if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
-        raise UnsafePickleError(f'tensor storage is a {type(storage).__name__}, not a storage')
+    """`torch._utils._rebuild_tensor_v2` for a dense view of the stored bytes: a tensor may not
+    claim more elements than its storage holds (a stride-0 view would expand a few stored bytes
+    into a huge tensor when copied)."""
+    if not isinstance(storage, torch.storage.TypedStorage):
+        raise UnsafePickleError(f'tensor storage is a {type(storage).__name__}, not a typed storage')
     _check_no_hooks(backward_hooks)
     if metadata is not None and not isinstance(metadata, dict):
         raise UnsafePickleError('tensor metadata is not a dict')
+    if not (isinstance(size, (tuple, list)) and isinstance(stride, (tuple, list)) and len(size) == len(stride)
+            and len(size) <= 32 and all(type(n) is int and n >= 0 for n in (*size, *stride))
+            and type(storage_offset) is int and storage_offset >= 0):
+        raise UnsafePickleError(f'tensor geometry is malformed (size {size!r}, stride {stride!r}, '
+                                f'offset {storage_offset!r})')
+    numel = 1
+    for n in size:
+        numel *= n
+    available = storage._size()  # Elements; the public size() only adds a deprecation warning.
+    last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride)) if numel > 0 else storage_offset - 1
+    if numel > available or last >= available:
+        raise UnsafePickleError(f'tensor of size {list(size)} (stride {list(stride)}, offset {storage_offset}) does '
+                                f'not fit its storage of {available} elements')
     return torch._utils._rebuild_tensor_v2(storage, storage_offset, tuple(size), tuple(stride),
                                            bool(requires_grad), collections.OrderedDict(), metadata)
 
@@ -358,20 +484,136 @@ def _safe_codecs_encode(obj, encoding='utf-8', errors='strict'):
 # The restricted unpickler.
 
 
-_NUMPY_GLOBAL_NAMES = [
-    ('numpy', 'dtype'), ('numpy', 'ndarray'),
-    ('numpy._core.multiarray', 'scalar'), ('numpy._core.multiarray', '_reconstruct'),  # numpy 2 spelling
-    ('numpy.core.multiarray', 'scalar'), ('numpy.core.multiarray', '_reconstruct'),    # numpy 1 spelling
-    ('numpy._core.numeric', '_frombuffer'), ('numpy.core.numeric', '_frombuffer'),     # arrays, protocol 5
-]
+# ---------------------------------------------------------------------------------------------
+# numpy: plain numeric scalars and arrays only.
+#
+# numpy's own reconstruction functions trust their input: a dtype whose state (BUILD) claims it
+# holds Python objects makes `scalar` read file bytes as an object pointer (a crash or worse).
+# So every numpy global is replaced by a checking function that accepts only the dtypes below,
+# in native layout (no fields, subarrays or metadata), and builds the result itself.
+
+PLAIN_NUMPY_DTYPE_CODES = frozenset(['b1', 'i1', 'i2', 'i4', 'i8', 'u1', 'u2', 'u4', 'u8',
+                                     'f2', 'f4', 'f8', 'c8', 'c16'])  # `np.dtype(x).__reduce__()[1][0]`
+MAX_NUMPY_ELEMENTS = 2**31  # Cap on a pickled array's element count (its bytes must be in the file anyway).
 
 
-def _numpy_global(key: tuple[str, str]) -> Any:
+def is_plain_numpy_dtype(dtype: Any) -> bool:
+    """True for a numpy dtype of a plain bool/int/uint/float/complex type (no objects, fields,
+    subarrays or metadata)."""
     import numpy as np
-    if key[0] == 'numpy':
-        return getattr(np, key[1])
-    core = np._core if hasattr(np, '_core') else np.core
-    return getattr(getattr(core, key[0].rsplit('.', 1)[1]), key[1])
+    return (isinstance(dtype, np.dtype) and dtype.kind in 'biufc' and not dtype.hasobject
+            and dtype.fields is None and dtype.subdtype is None and dtype.metadata is None
+            and f'{dtype.kind}{dtype.itemsize}' in PLAIN_NUMPY_DTYPE_CODES)
+
+
+def _require_plain_dtype(dtype: Any, what: str):
+    if not is_plain_numpy_dtype(dtype):
+        raise UnsafePickleError(f'{what}: numpy dtype {dtype!r} is not a plain numeric type; snapshots may only '
+                                f'hold bool/int/uint/float/complex numpy data')
+    return dtype
+
+
+def _numpy_shape(shape: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(shape, tuple) or len(shape) > 32 or not all(type(n) is int and n >= 0 for n in shape):
+        raise UnsafePickleError(f'{what}: array shape {shape!r} is not a tuple of non-negative ints')
+    count = 1
+    for n in shape:
+        count *= n
+    if count > MAX_NUMPY_ELEMENTS:
+        raise UnsafePickleError(f'{what}: array of {count} elements exceeds the cap of {MAX_NUMPY_ELEMENTS}')
+    return shape
+
+
+def _safe_numpy_dtype(code: Any, align: Any = False, copy: Any = True):
+    """`numpy.dtype(code, align, copy)` for plain numeric codes only; always a fresh object, so
+    a later BUILD can never change numpy's shared builtin dtypes."""
+    import numpy as np
+    if not isinstance(code, str) or code not in PLAIN_NUMPY_DTYPE_CODES or type(align) is not bool:
+        raise UnsafePickleError(f'numpy dtype {code!r} is not allowed; snapshots may only hold plain numeric '
+                                f"numpy data ({', '.join(sorted(PLAIN_NUMPY_DTYPE_CODES))})")
+    return np.dtype(code, False, True)
+
+
+def _build_numpy_dtype(dtype, state: Any) -> None:
+    """BUILD on a dtype: only the byte order of a plain numeric dtype may be set."""
+    byteorder = state[1] if isinstance(state, tuple) and len(state) == 8 else None
+    expected = (3, byteorder, None, None, None, -1, -1, 0)
+    if not is_plain_numpy_dtype(dtype) or byteorder not in ('<', '>', '|', '=') or state != expected \
+            or (byteorder == '|') != (dtype.itemsize == 1 or dtype.kind == 'b'):
+        raise UnsafePickleError(f'Refusing numpy dtype state {state!r}: only the byte order of a plain numeric '
+                                f'dtype may be set')
+    dtype.__setstate__(expected)
+    _require_plain_dtype(dtype, 'numpy dtype state')
+
+
+def _numpy_ndarray_type(*args, **kwargs):
+    """Stands for `numpy.ndarray` in a pickle: only `_reconstruct` may receive it, never a call."""
+    raise UnsafePickleError('Refusing to call numpy.ndarray from a pickle; arrays are read through '
+                            'numpy _reconstruct/_frombuffer only')
+
+
+def _safe_numpy_reconstruct(subtype: Any, shape: Any, dtype_code: Any):
+    """numpy `_reconstruct(ndarray, (0,), b'b')`: an empty array that a checked BUILD fills."""
+    import numpy as np
+    if subtype is not _numpy_ndarray_type or shape != (0,) or dtype_code not in (b'b', 'b'):
+        raise UnsafePickleError('numpy _reconstruct is allowed only as numpy writes it: (ndarray, (0,), b"b")')
+    return np.ndarray((0,), dtype=np.int8)
+
+
+def _build_numpy_array(array, state: Any) -> None:
+    """BUILD on an array: `(1, shape, dtype, is_fortran, raw bytes)` with a plain numeric dtype."""
+    if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1 and type(state[3]) is bool
+            and isinstance(state[4], (bytes, bytearray))):
+        raise UnsafePickleError('Refusing numpy array state: expected (1, shape, dtype, is_fortran, bytes)')
+    _, shape, dtype, is_fortran, data = state
+    shape = _numpy_shape(shape, 'numpy array')
+    _require_plain_dtype(dtype, 'numpy array')
+    count = 1
+    for n in shape:
+        count *= n
+    if len(data) != count * dtype.itemsize:
+        raise UnsafePickleError(f'numpy array of shape {list(shape)} needs {count * dtype.itemsize} bytes, '
+                                f'the pickle holds {len(data)}')
+    if array.size != 0 or array.dtype.hasobject:
+        raise UnsafePickleError('Refusing to set the state of a numpy array twice')
+    array.__setstate__((1, shape, dtype, is_fortran, bytes(data)))
+
+
+def _safe_numpy_frombuffer(buf: Any, dtype: Any, shape: Any, order: Any):
+    """numpy `_frombuffer` (protocol 5 arrays), plain numeric dtypes only; returns a copy."""
+    import numpy as np
+    if isinstance(buf, pickle.PickleBuffer):
+        buf = bytes(buf.raw())
+    if not isinstance(buf, (bytes, bytearray)) or order not in ('C', 'F'):
+        raise UnsafePickleError('numpy _frombuffer: expected a bytes buffer and order "C" or "F"')
+    shape = _numpy_shape(shape, 'numpy array')
+    _require_plain_dtype(dtype, 'numpy array')
+    count = 1
+    for n in shape:
+        count *= n
+    if len(buf) != count * dtype.itemsize:
+        raise UnsafePickleError(f'numpy array of shape {list(shape)} needs {count * dtype.itemsize} bytes, '
+                                f'the pickle holds {len(buf)}')
+    return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order).copy(order='K')
+
+
+def _safe_numpy_scalar(dtype: Any, data: Any = None):
+    """numpy `scalar(dtype, raw bytes)` for plain numeric dtypes: decoded with frombuffer."""
+    import numpy as np
+    _require_plain_dtype(dtype, 'numpy scalar')
+    if not isinstance(data, bytes) or len(data) != dtype.itemsize:
+        raise UnsafePickleError(f'numpy scalar of dtype {dtype} needs exactly {dtype.itemsize} bytes')
+    return np.frombuffer(data, dtype=dtype)[0]
+
+
+# The numpy globals a pickle may name, in their numpy 1 and numpy 2 spellings.
+_NUMPY_GLOBALS: dict[tuple[str, str], Any] = {
+    ('numpy', 'dtype'): _safe_numpy_dtype,
+    ('numpy', 'ndarray'): _numpy_ndarray_type,
+    **{(f'numpy.{core}.multiarray', 'scalar'): _safe_numpy_scalar for core in ('core', '_core')},
+    **{(f'numpy.{core}.multiarray', '_reconstruct'): _safe_numpy_reconstruct for core in ('core', '_core')},
+    **{(f'numpy.{core}.numeric', '_frombuffer'): _safe_numpy_frombuffer for core in ('core', '_core')},
+}
 
 
 def _easydict_class():
@@ -389,11 +631,11 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ('builtins', 'set'): set,           # protocols <= 3 write sets this way
     ('builtins', 'frozenset'): frozenset,
     ('_codecs', 'encode'): _safe_codecs_encode,  # protocols <= 2 write bytes this way
+    **_NUMPY_GLOBALS,
 }
 # Same, resolved on first use (numpy and dnnlib are imported only when a pickle needs them).
 _LAZY_GLOBALS: dict[tuple[str, str], Callable[[], Any]] = {
     ('dnnlib.util', 'EasyDict'): _easydict_class,
-    **{key: functools.partial(_numpy_global, key) for key in _NUMPY_GLOBAL_NAMES},
 }
 _RECORD_HOOK = ('torch_utils.persistence', '_reconstruct_persistent_obj')
 
@@ -446,11 +688,18 @@ class SafeUnpickler(pickle._Unpickler):
 
     def _guarded_build(self):
         import numpy as np
-        inst = self.stack[-2]  # BUILD: stack is [..., obj, state].
-        if not isinstance(inst, (np.dtype, np.ndarray, dict)):
+        inst, state = self.stack[-2], self.stack[-1]  # BUILD: stack is [..., obj, state].
+        if isinstance(inst, np.dtype):
+            _build_numpy_dtype(inst, state)
+        elif isinstance(inst, np.ndarray):
+            _build_numpy_array(inst, state)
+        elif isinstance(inst, dict):
+            pickle._Unpickler.load_build(self)
+            return
+        else:
             raise UnsafePickleError(f'Refusing to set the state of a {type(inst).__name__} object in '
                                     f'{self.source_name}: only numpy and dict objects may carry pickled state')
-        pickle._Unpickler.load_build(self)
+        self.stack.pop()
 
     def _build_record(self, meta: dict) -> PersistentRecord:
         try:

@@ -13,6 +13,8 @@ tensor is copied by state_dict name; a name present on one side only is an error
 """
 
 import collections
+import collections.abc
+import contextlib
 import copy
 import json
 import os
@@ -87,12 +89,7 @@ def _make_augment_pipe(init_args: tuple, init_kwargs: dict, tensors: dict[str, t
         if init_args:
             raise SnapshotError('augment_pipe was built with positional arguments; AugmentPipeState cannot keep them')
         return AugmentPipeState.from_tensors(init_kwargs, tensors)
-    try:
-        pipe = cls(*init_args, **init_kwargs)
-    except Exception as e:
-        raise SnapshotError(f'Cannot build AugmentPipe from the stored arguments {init_kwargs} '
-                            f'({type(e).__name__}: {e})') from e
-    persistence.copy_tensors_strict(pipe, tensors, what='augment_pipe')
+    pipe = persistence.build_module_checked(cls, init_args, init_kwargs, tensors, what='augment_pipe')
     return pipe.eval().requires_grad_(False)
 
 # ---------------------------------------------------------------------------------------------
@@ -121,9 +118,44 @@ def load_network_pkl(f: BinaryIO | str | os.PathLike, force_fp16: bool = False) 
     finally:
         if close:
             fobj.close()
-    if isinstance(raw, dict):
-        raw = {key: _records_to_modules(value, key, source) for key, value in raw.items()}
-    return _finish(raw, source, force_fp16)
+    with _one_error_boundary(source):
+        check_nesting(raw, source)
+        if isinstance(raw, dict):
+            raw = {key: _records_to_modules(value, str(key), source) for key, value in raw.items()}
+        return _finish(raw, source, force_fp16)
+
+
+MAX_SNAPSHOT_DEPTH = 64  # Nesting of containers in a snapshot (ours use < 10); deeper is refused.
+
+
+def check_nesting(value: Any, source: str, max_depth: int = MAX_SNAPSHOT_DEPTH) -> None:
+    """SnapshotError when dicts/lists/tuples/sets in `value` nest deeper than `max_depth` (code
+    that walks the content later must never meet a RecursionError)."""
+    pending = [(value, 0)]
+    seen = set()
+    while pending:
+        item, depth = pending.pop()
+        if not isinstance(item, (dict, list, tuple, set, frozenset)) or id(item) in seen:
+            continue
+        if depth >= max_depth:
+            raise SnapshotError(f'{source}: containers nest deeper than {max_depth} levels; not a network snapshot')
+        seen.add(id(item))
+        children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children)
+
+
+@contextlib.contextmanager
+def _one_error_boundary(source: str):
+    """Everything after unpickling ends in SnapshotError: the file's content can make our checks or
+    constructors fail in any way, and the user must get one line naming the file, not a traceback."""
+    try:
+        yield
+    except SnapshotError:
+        raise
+    except RecursionError:
+        raise SnapshotError(f'{source}: the snapshot nests objects too deeply to be read') from None
+    except Exception as e:
+        raise SnapshotError(f'{source}: not a valid network snapshot ({type(e).__name__}: {e})') from None
 
 
 def read_pickle_records(f: BinaryIO | str | os.PathLike) -> Any:
@@ -225,24 +257,24 @@ def _module_from_record(record: persistence.PersistentRecord, path: str, source:
     if '_init_kwargs' not in state:
         raise SnapshotError(f'{what}: no stored constructor arguments (_init_kwargs); '
                             f'not written by stylegan2-ada-pytorch persistence')
-    init_args = tuple(_plain(state.get('_init_args') or ()))
-    init_kwargs = _plain(state['_init_kwargs'])
-    tensors = record.named_tensors()
+    init_args = state.get('_init_args')
+    init_args = () if init_args is None else init_args
+    persistence.check_plain_arguments(init_args, state['_init_kwargs'], what)
+    init_args, init_kwargs = tuple(_plain(init_args)), _plain(state['_init_kwargs'])
+    try:
+        tensors = record.named_tensors()
+    except SnapshotError as e:
+        raise SnapshotError(f'{what}: {e}') from None
     if record.class_name == 'AugmentPipe':
         module = _make_augment_pipe(init_args, init_kwargs, tensors)
     else:
         from training import networks
         cls = getattr(networks, record.class_name, None)
-        if cls is None:
+        if cls is None or record.class_name not in OFFICIAL_NETWORK_CLASSES:
             raise SnapshotError(f'{what}: training/networks.py has no class {record.class_name}')
         if record.class_name == 'Generator':
             init_kwargs = stylegan3_repo_generator_kwargs(init_kwargs)
-        try:
-            module = cls(*init_args, **init_kwargs)
-        except Exception as e:
-            raise SnapshotError(f'{what}: cannot build our {record.class_name} from the stored arguments '
-                                f'{init_kwargs} ({type(e).__name__}: {e})') from e
-        persistence.copy_tensors_strict(module, tensors, what=what)
+        module = persistence.build_module_checked(cls, init_args, init_kwargs, tensors, what=what)
     module.eval().requires_grad_(False)  # As every official snapshot stores its networks.
     module.official_module_src_sha256 = record.module_src_sha256  # Debug: which source wrote it.
     return module
@@ -422,7 +454,12 @@ def _encode(value: Any, name: str, tensors: dict, path: str) -> Any:
 
 
 def import_safetensors(path: str | os.PathLike, force_fp16: bool = False) -> dict:
-    """Read a file written by `export_safetensors`; returns what `load_network_pkl` would."""
+    """Read a file written by `export_safetensors`; returns what `load_network_pkl` would.
+
+    The JSON metadata comes from the file, so its schema is checked (an object with `format` and
+    `data`, tagged values of the right types, nesting at most MAX_SNAPSHOT_DEPTH): every problem
+    is a one-line SnapshotError naming the file.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load as safetensors_load
     path = os.fspath(path)
@@ -436,56 +473,105 @@ def import_safetensors(path: str | os.PathLike, force_fp16: bool = False) -> dic
         tensors = safetensors_load(blob)
         header_len = int.from_bytes(blob[:8], 'little')
         metadata = json.loads(blob[8:8 + header_len]).get('__metadata__') or {}
-    except (SafetensorError, ValueError) as e:
-        raise SnapshotError(f'{path} is not a valid safetensors file ({e})') from e
-    if SAFETENSORS_METADATA_KEY not in metadata:
+    except (SafetensorError, ValueError, RecursionError, AttributeError) as e:
+        raise SnapshotError(f'{path} is not a valid safetensors file ({type(e).__name__}: {e})') from None
+    if not isinstance(metadata, dict) or SAFETENSORS_METADATA_KEY not in metadata:
         raise SnapshotError(f"{path} has no '{SAFETENSORS_METADATA_KEY}' metadata: it is a safetensors file but "
                             f'not a snapshot written by export_safetensors')
-    content = json.loads(metadata[SAFETENSORS_METADATA_KEY])
+    content = _parse_snapshot_metadata(metadata[SAFETENSORS_METADATA_KEY], path)
+    with _one_error_boundary(path):
+        used: set[str] = set()
+        data = {key: _decode(value, tensors, used, path, key) for key, value in content['data'].items()}
+        unused = sorted(set(tensors) - used)
+        if unused:
+            raise SnapshotError(f'{path} holds tensors that no snapshot entry refers to: {unused[:8]}')
+        return _finish(data, path, force_fp16)
+
+
+def _parse_snapshot_metadata(text: Any, path: str) -> dict:
+    """The `sg2x_snapshot` metadata entry as a checked dict: {'format': SAFETENSORS_FORMAT, 'data': {...}}."""
+    where = f"{path}: metadata '{SAFETENSORS_METADATA_KEY}'"
+    if not isinstance(text, str):
+        raise SnapshotError(f'{where} is not a string')
+    try:
+        content = json.loads(text)
+    except RecursionError:
+        raise SnapshotError(f'{where} nests too deeply') from None
+    except ValueError as e:
+        raise SnapshotError(f'{where} is not valid JSON ({e})') from None
+    if not isinstance(content, dict):
+        raise SnapshotError(f'{where} is a JSON {type(content).__name__}, not an object with format and data')
     if content.get('format') != SAFETENSORS_FORMAT:
         raise SnapshotError(f"{path} has snapshot format {content.get('format')!r}; "
                             f'this code reads {SAFETENSORS_FORMAT}')
-    used: set[str] = set()
-    data = {key: _decode(value, tensors, used, path) for key, value in content['data'].items()}
-    unused = sorted(set(tensors) - used)
-    if unused:
-        raise SnapshotError(f'{path} holds tensors that no snapshot entry refers to: {unused[:8]}')
-    return _finish(data, path, force_fp16)
+    if not isinstance(content.get('data'), dict):
+        raise SnapshotError(f"{where}: field 'data' is missing or not an object")
+    check_nesting(content['data'], where)
+    return content
 
 
-def _take(tensors: dict, name: str, used: set, path: str) -> torch.Tensor:
-    if name not in tensors:
-        raise SnapshotError(f"{path}: tensor '{name}' named in the metadata is missing")
+def _take(tensors: dict, name: Any, used: set, path: str) -> torch.Tensor:
+    if not isinstance(name, str) or name not in tensors:
+        raise SnapshotError(f'{path}: tensor {name!r} named in the metadata is missing')
     used.add(name)
     return tensors[name]
 
 
-def _decode(value: Any, tensors: dict, used: set, path: str) -> Any:
+def _expect(value: Any, kind: type, path: str, where: str, tag: str) -> Any:
+    if not isinstance(value, kind):
+        raise SnapshotError(f'{path}: metadata entry {where} ({tag}) holds a {type(value).__name__}, '
+                            f'not a {kind.__name__}; the file is damaged or was not written by export_safetensors')
+    return value
+
+
+def _decode(value: Any, tensors: dict, used: set, path: str, where: str) -> Any:
     if isinstance(value, list):
-        return [_decode(v, tensors, used, path) for v in value]
+        return [_decode(v, tensors, used, path, f'{where}.{i}') for i, v in enumerate(value)]
     if not isinstance(value, dict):
         return value
     tag = next(iter(value), None) if len(value) == 1 else None
+    body = value.get(tag)
     if tag == '__tensor__':
-        return _take(tensors, value[tag], used, path)
+        return _take(tensors, body, used, path)
     if tag == '__module__':
-        return _decode_module(value[tag], tensors, used, path)
+        return _decode_module(_expect(body, dict, path, where, tag), tensors, used, path, where)
     if tag in ('__tuple__', '__set__'):
-        items = [_decode(v, tensors, used, path) for v in value[tag]]
-        return tuple(items) if tag == '__tuple__' else set(items)
+        items = [_decode(v, tensors, used, path, f'{where}.{i}') for i, v in enumerate(_expect(body, list, path, where, tag))]
+        if tag == '__tuple__':
+            return tuple(items)
+        if not all(isinstance(v, collections.abc.Hashable) for v in items):
+            raise SnapshotError(f'{path}: metadata entry {where} (__set__) holds unhashable items')
+        return set(items)
     if tag == '__items__':
-        return {_decode(k, tensors, used, path): _decode(v, tensors, used, path) for k, v in value[tag]}
+        pairs = _expect(body, list, path, where, tag)
+        if not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+            raise SnapshotError(f'{path}: metadata entry {where} (__items__) is not a list of [key, value] pairs')
+        keys = [_decode(k, tensors, used, path, f'{where}.key') for k, _ in pairs]
+        if not all(isinstance(k, collections.abc.Hashable) for k in keys):
+            raise SnapshotError(f'{path}: metadata entry {where} (__items__) has unhashable keys')
+        return {k: _decode(v, tensors, used, path, f'{where}.{k}') for k, (_, v) in zip(keys, pairs)}
     if tag == '__easydict__':
-        return dnnlib.EasyDict({k: _decode(v, tensors, used, path) for k, v in value[tag].items()})
-    return {k: _decode(v, tensors, used, path) for k, v in value.items()}
+        body = _expect(body, dict, path, where, tag)
+        return dnnlib.EasyDict({k: _decode(v, tensors, used, path, f'{where}.{k}') for k, v in body.items()})
+    return {k: _decode(v, tensors, used, path, f'{where}.{k}') for k, v in value.items()}
 
 
-def _decode_module(spec: dict, tensors: dict, used: set, path: str) -> torch.nn.Module:
+_MODULE_FIELDS = {'class_name': str, 'init_args': object, 'init_kwargs': object, 'prefix': str, 'tensors': list,
+                  'flags': dict}
+
+
+def _decode_module(spec: dict, tensors: dict, used: set, path: str, where: str) -> torch.nn.Module:
+    for field, kind in _MODULE_FIELDS.items():
+        if field not in spec:
+            raise SnapshotError(f"{path}: metadata entry {where} (__module__) lacks the field '{field}'")
+        _expect(spec[field], kind, path, f'{where}.{field}', '__module__')
+    if not all(isinstance(n, str) for n in spec['tensors']):
+        raise SnapshotError(f'{path}: metadata entry {where}.tensors (__module__) is not a list of names')
     module_tensors = {n: _take(tensors, f"{spec['prefix']}.{n}", used, path) for n in spec['tensors']}
-    init_args = _decode(spec['init_args'], tensors, used, path)
-    init_kwargs = _decode(spec['init_kwargs'], tensors, used, path)
+    init_args = _decode(spec['init_args'], tensors, used, path, f'{where}.init_args')
+    init_kwargs = _decode(spec['init_kwargs'], tensors, used, path, f'{where}.init_kwargs')
     try:
-        return persistence.rebuild_module(persistence.FORMAT_TAG, spec['class_name'], tuple(init_args),
+        return persistence.rebuild_module(persistence.FORMAT_TAG, spec['class_name'], init_args,
                                           init_kwargs, module_tensors, spec['flags'])
     except SnapshotError as e:
         raise SnapshotError(f"{path}, '{spec['prefix']}': {e}") from e

@@ -46,13 +46,14 @@ def _get_filter_size(f: torch.Tensor | None) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------
 
 
-def setup_filter(f, device=torch.device('cpu'), normalize: bool = True, flip_filter: bool = False,
+def setup_filter(f, device=None, normalize: bool = True, flip_filter: bool = False,
                  gain: float = 1, separable: bool | None = None) -> torch.Tensor:
     """Turn a list of taps into a float32 filter tensor for `upfirdn2d`.
 
     Args:
         f:           None (identity), a 1-D list of taps or a 2-D array.
-        device:      device of the result.
+        device:      device of the result; None = the default device (the CPU, or the device of an
+                     enclosing `with torch.device(...)`, e.g. 'meta' when a snapshot is checked).
         normalize:   divide by the sum of the (2-D) taps.
         flip_filter: flip the result in every axis.
         gain:        overall gain; a separable filter gets `gain ** 0.5` (it is applied twice).
