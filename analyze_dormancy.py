@@ -23,8 +23,9 @@ import torch
 import dnnlib
 import legacy
 from generate import parse_device
-from training import dormancy
-from training.latent_basis import resolve_latent_basis
+from training.expansion import dormancy
+from training.expansion.basis import resolve_latent_basis
+from training.expansion.constants import SUBSPACE_DISTANCE
 
 METRICS = ('alex', 'vgg', 'l2')
 MIN_LPIPS_RESOLUTION = 32   # LPIPS-AlexNet's pooling stack needs >= 32 px (smaller inputs fail inside lpips).
@@ -47,7 +48,7 @@ def make_perceptual(metric: str, random_backbone: bool, device: torch.device):
     """`(x, y) -> [N]` for --lpips: pixel MSE for 'l2', else LPIPS with that backbone."""
     if metric == 'l2':
         return dormancy.pixel_l2
-    from training.tasks.shared_models import PretrainedWeightsError, SharedModels
+    from training.expansion.tasks.shared_models import PretrainedWeightsError, SharedModels
     try:
         return SharedModels(device, lpips_random_backbone=random_backbone).perceptual(metric)
     except PretrainedWeightsError as e:
@@ -55,7 +56,7 @@ def make_perceptual(metric: str, random_backbone: bool, device: torch.device):
                                     f'--random-lpips-backbone') from None
 
 
-def analyze(network_pkl: str, outdir: str, num_latents: int = 64, step: float = 20.0, metric: str = 'alex',
+def analyze(network_pkl: str, outdir: str, num_latents: int = 64, step: float = SUBSPACE_DISTANCE, metric: str = 'alex',
             random_backbone: bool = False, latent_factors_path: str | None = None, class_idx: int | None = None,
             threshold_fraction: float = dormancy.DEFAULT_THRESHOLD_FRACTION, batch_size: int = 16,
             seed: int = 0, config_count: int | None = None, device: torch.device = torch.device('cpu')) -> dict:
@@ -121,7 +122,7 @@ def config_dims(record: dict, count: int, source: str) -> list[int]:
               metavar='PATH')
 @click.option('--out', 'outdir', help='Where to write dormancy.json and dormancy.png.', metavar='DIR')
 @click.option('--num', 'num_latents', type=int, default=64, show_default=True, help='Latents averaged per direction.')
-@click.option('--step', type=float, default=20.0, show_default=True, help='Step length s along each direction.')
+@click.option('--step', type=float, default=SUBSPACE_DISTANCE, show_default=True, help='Step length s along each direction.')
 @click.option('--lpips', 'metric', type=click.Choice(METRICS), default='alex', show_default=True,
               help="Distance: LPIPS backbone, or 'l2' = pixel MSE (no download).")
 @click.option('--random-lpips-backbone', 'random_backbone', is_flag=True,

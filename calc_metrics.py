@@ -24,6 +24,7 @@ import legacy
 import training.networks  # noqa: F401 (registers the persistent classes that --gpus > 1 children unpickle G with)
 from metrics import feature_networks
 from metrics import metric_main
+from training.expansion import evaluation as _expansion_evaluation  # noqa: F401 (registers its metrics)
 
 # ---------------------------------------------------------------------------------------------
 

@@ -26,13 +26,14 @@ import dnnlib
 import legacy
 from torch_utils import image_utils
 from training import launch, run_options
-from training import expansion_eval
+from training.expansion import evaluation
+from training.expansion.render import render
 from training.image_transforms import get_transform
-from training.subspaces import LatentSubspaces
+from training.expansion.subspaces import LatentSubspaces
 from training.synthetic_data import make_synthetic_dataset
-from training.tasks.base import build_tasks
-from training.expansion_config import parse_expansion_config
-from training.tasks.shared_models import PretrainedWeightsError, SharedModels
+from training.expansion.tasks.base import build_tasks
+from training.expansion.config import parse_expansion_config
+from training.expansion.tasks.shared_models import PretrainedWeightsError, SharedModels
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 SOURCE_PKL = os.path.join(REPO_ROOT, 'demo', 'source_generator.pkl')
@@ -67,7 +68,7 @@ def make_mystyle_data(G, folder: str) -> tuple[str, str]:
     for seed in MYSTYLE_SEEDS:
         z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float()
         w = G.mapping(z, None, truncation_psi=0.7)[:, 0]                                 # [1, w_dim]
-        photo = personal_style(expansion_eval.render(G.synthesis, w))
+        photo = personal_style(render(G.synthesis, w))
         image_utils.save_png_atomic(image_utils.to_pil(image_utils.to_uint8(photo)[0]),
                                     os.path.join(images_dir, f'person{seed:02d}.png'))
         torch.save(w[0].clone(), os.path.join(anchors_dir, f'person{seed:02d}.pt'))
@@ -124,12 +125,12 @@ def evaluate(G_src, G_exp, G_base, tasks, subspaces, models, num_latents: int) -
     with torch.no_grad():
         w = G_src.mapping(z, None)[:, 0]
     base_w = subspaces.project_base(w, G_src.mapping.w_avg)   # the source's stored average
-    source = expansion_eval.render(G_src.synthesis, base_w)
-    base = {'expanded': image_distances(models, expansion_eval.render(G_exp.synthesis, base_w), source),
-            'finetune_baseline': image_distances(models, expansion_eval.render(G_base.synthesis, base_w), source)}
-    before = expansion_eval.error_matrix(G_src.synthesis, G_src.mapping, subspaces, tasks, G_src.mapping.w_avg,
+    source = render(G_src.synthesis, base_w)
+    base = {'expanded': image_distances(models, render(G_exp.synthesis, base_w), source),
+            'finetune_baseline': image_distances(models, render(G_base.synthesis, base_w), source)}
+    before = evaluation.error_matrix(G_src.synthesis, G_src.mapping, subspaces, tasks, G_src.mapping.w_avg,
                                          n=num_latents, seed=EVAL_SEED)
-    after = expansion_eval.error_matrix(G_exp.synthesis, G_src.mapping, subspaces, tasks, G_src.mapping.w_avg,
+    after = evaluation.error_matrix(G_exp.synthesis, G_src.mapping, subspaces, tasks, G_src.mapping.w_avg,
                                         n=num_latents, seed=EVAL_SEED)
     domains = {}
     for k, task in enumerate(tasks):
@@ -146,8 +147,8 @@ def save_demo_grid(G_src, G_exp, subspaces, names, path: str, num_columns: int =
     z = torch.from_numpy(np.random.RandomState(EVAL_SEED).randn(num_columns, G_src.z_dim)).float()
     with torch.no_grad():
         w = G_src.mapping(z, None)[:, 0]
-    rows = expansion_eval.aligned_rows(G_exp.synthesis, subspaces, w, G_src.mapping.w_avg)
-    source = expansion_eval.render(G_src.synthesis, subspaces.project_base(w, G_src.mapping.w_avg))
+    rows = evaluation.aligned_rows(G_exp.synthesis, subspaces, w, G_src.mapping.w_avg)
+    source = render(G_src.synthesis, subspaces.project_base(w, G_src.mapping.w_avg))
     grid = image_utils.make_grid([image_utils.to_uint8(r) for r in [source] + rows],
                                  row_labels=['source', 'base'] + list(names))
     image_utils.save_png_atomic(grid, path)

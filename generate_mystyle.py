@@ -26,9 +26,9 @@ import torch
 import dnnlib
 from generate import parse_device
 from torch_utils import image_utils
-from training.expanded_generator import ExpandedGenerator, load_expanded_generator
-from training.tasks.image_files import files_by_stem
-from training.tasks.mystyle import ANCHOR_EXTENSIONS, load_anchor
+from training.expansion.expanded_generator import ExpandedGenerator, load_expanded_generator
+from training.expansion.tasks.image_files import files_by_stem
+from training.expansion.tasks.mystyle import ANCHOR_EXTENSIONS, load_anchor
 
 ANCHORS_PER_SAMPLE = 3
 

@@ -33,7 +33,7 @@ import legacy
 from generate import make_label, parse_device
 from torch_utils import image_utils
 from training import projection
-from training.tasks.image_files import IMAGE_EXTENSIONS, files_by_stem
+from training.expansion.tasks.image_files import IMAGE_EXTENSIONS, files_by_stem
 
 # ---------------------------------------------------------------------------------------------
 
@@ -80,7 +80,7 @@ def load_target(path: str, resolution: int, channels: int, resize: bool) -> np.n
 def load_networks(network_pkl: str, expanded: bool, device: torch.device):
     """`(G, expanded_generator_or_None)`; UserError naming --network."""
     if expanded:
-        from training.expanded_generator import load_expanded_generator
+        from training.expansion.expanded_generator import load_expanded_generator
         eg = load_expanded_generator(network_pkl, device, flag='--network')
         return eg.G, eg
     try:
@@ -95,7 +95,7 @@ def make_distance(metric: str, random_backbone: bool, device: torch.device):
     """The projection distance; UserError naming --metric when LPIPS weights are unavailable."""
     if metric not in projection.METRICS:
         raise dnnlib.util.UserError(f"--metric {metric}: choose one of {', '.join(projection.METRICS)}")
-    from training.tasks.shared_models import PretrainedWeightsError, SharedModels
+    from training.expansion.tasks.shared_models import PretrainedWeightsError, SharedModels
     try:
         return projection.make_distance(metric, SharedModels(device, lpips_random_backbone=random_backbone))
     except PretrainedWeightsError as e:

@@ -4,6 +4,9 @@
 Names follow the official convention: `fid50k_full` = FID of 50k generated images against the
 full dataset (no x-flips); names without `_full` use at most as many real images as generated
 ones. The `*_tiny` metrics use `tiny_num_items` images (default 256) for smoke runs and tests.
+
+Method packages register their own metrics when imported (`training/expansion/evaluation.py`
+registers the domain-expansion ones); `metrics/` itself imports no training code.
 """
 
 import json
@@ -14,7 +17,6 @@ from typing import Callable
 import torch
 
 import dnnlib
-from metrics import expansion_metrics
 from metrics import frechet_inception_distance
 from metrics import inception_score
 from metrics import kernel_inception_distance
@@ -322,11 +324,5 @@ def is_tiny(opts):
 def ppl_tiny(opts):
     """PPL in W, endpoints, tiny_num_items pairs (smoke runs and tests)."""
     return _ppl(opts, 'ppl_tiny', num_samples=opts.tiny_num_items, space='w', sampling='end', crop=False)
-
-# ---------------------------------------------------------------------------------------------
-# Domain-expansion metrics (metrics/expansion_metrics.py).
-
-for _fn in expansion_metrics.METRICS:
-    register_metric(_fn)
 
 # ---------------------------------------------------------------------------------------------

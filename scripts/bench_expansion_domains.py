@@ -13,9 +13,9 @@ import time
 import click
 import torch
 
-from training.expansion_loss import DomainExpansionLoss
+from training.expansion.loss import DomainExpansionLoss
 from training.networks import Generator
-from training.tasks.shared_models import SharedModels
+from training.expansion.tasks.shared_models import SharedModels
 
 TRANSFORMS = ['grayscale', 'negative', 'hflip', 'vflip', 'hue_shift', 'edges']
 

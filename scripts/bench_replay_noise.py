@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 import legacy
-from training import expansion_eval
-from training.expansion_loss import DomainExpansionLoss
-from training.tasks.shared_models import SharedModels
+from training.expansion import evaluation
+from training.expansion.render import render
+from training.expansion.loss import DomainExpansionLoss
+from training.expansion.tasks.shared_models import SharedModels
 
 TASKS = {'tasks': [{'type': 'Transform', 'dimension': 31, 'args': {'transform': 'grayscale'}},
                    {'type': 'Transform', 'dimension': 30, 'args': {'transform': 'negative'}},
@@ -42,9 +43,9 @@ def run(G_src, replay_noise: str, steps: int, seed: int) -> tuple[float, np.ndar
     with torch.no_grad():
         w = G_src.mapping(z, None)[:, 0]
     base_w = loss.subspaces.project_base(w, G_src.mapping.w_avg)
-    drift = float((expansion_eval.render(G.synthesis, base_w) - expansion_eval.render(G_src.synthesis, base_w))
+    drift = float((render(G.synthesis, base_w) - render(G_src.synthesis, base_w))
                   .square().mean(dim=[1, 2, 3]).mean())
-    E = expansion_eval.error_matrix(G.synthesis, G_src.mapping, loss.subspaces, loss.tasks, G_src.mapping.w_avg,
+    E = evaluation.error_matrix(G.synthesis, G_src.mapping, loss.subspaces, loss.tasks, G_src.mapping.w_avg,
                                     n=64, seed=1234)
     return drift, np.diag(E)
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from training import image_transforms
-from training.adaptation_tasks import (NADA, BaseTask, ClipEncoder, MyStyle, PretrainedWeightsError, SharedModels,
+from training.expansion.tasks import (NADA, BaseTask, ClipEncoder, MyStyle, PretrainedWeightsError, SharedModels,
     TaskBatch, TaskRuntime, Transform, build_tasks, get_task_class, register_task, registered_task_types, task_arguments)
-from training.expansion_config import parse_expansion_config
-from training.tasks import shared_models
-from training.tasks.clip_templates import IMAGENET_TEMPLATES
+from training.expansion.config import parse_expansion_config
+from training.expansion.tasks import shared_models
+from training.expansion.tasks.clip_templates import IMAGENET_TEMPLATES
 
 #----------------------------------------------------------------------------
 # Stand-ins.

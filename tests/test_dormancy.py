@@ -10,8 +10,8 @@ import torch
 import analyze_dormancy
 from conftest import run_cli_inprocess
 from tiny_nets import snapshot_data, tiny_discriminator, tiny_generator
-from training import dormancy
-from training.latent_basis import factorize
+from training.expansion import dormancy
+from training.expansion.basis import factorize
 from training.snapshot_io import save_network_pkl
 
 W_DIM = 16

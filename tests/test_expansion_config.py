@@ -8,7 +8,7 @@ import torch
 
 import legacy
 from conftest import REPO_ROOT, require_fixtures
-from training.expansion_config import ExpansionConfigError, load_expansion_config, parse_expansion_config
+from training.expansion.config import ExpansionConfigError, load_expansion_config, parse_expansion_config
 
 OFFICIAL_NADA = {
     'tasks': [
@@ -107,7 +107,7 @@ def test_config_examples_parse(name):
 
 def test_dotted_path_to_user_task(tmp_path, monkeypatch):
     (tmp_path / 'user_tasks_for_test.py').write_text(textwrap.dedent('''
-        from training.adaptation_tasks import BaseTask
+        from training.expansion.tasks import BaseTask
         class Sketchy(BaseTask):
             def __init__(self, strength, name=None, *, dimension, runtime):
                 super().__init__(name=self.resolve_name(dict(name=name)), dimension=dimension, runtime=runtime)

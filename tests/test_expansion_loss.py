@@ -10,9 +10,9 @@ import torch
 import legacy
 from conftest import require_fixtures
 from tiny_nets import tiny_discriminator, tiny_generator
-from training import expansion_eval
-from training.expansion_loss import DomainExpansionLoss
-from training.tasks.shared_models import SharedModels
+from training.expansion import evaluation
+from training.expansion.loss import DomainExpansionLoss
+from training.expansion.tasks.shared_models import SharedModels
 
 TRANSFORM_CFG = {'tasks': [
     {'type': 'Transform', 'dimension': 31, 'args': {'transform': 'grayscale'}},
@@ -41,7 +41,7 @@ def _loss(G, D=None, **kwargs):
 
 
 def _eval_matrix(G_trained, G_src, loss):
-    return expansion_eval.error_matrix(G_trained.synthesis, G_src.mapping, loss.subspaces, loss.tasks,
+    return evaluation.error_matrix(G_trained.synthesis, G_src.mapping, loss.subspaces, loss.tasks,
                                        G_src.mapping.w_avg, n=64, seed=1234)
 
 

@@ -12,7 +12,7 @@ import torch
 import calc_metrics
 import legacy
 from conftest import require_fixtures
-from metrics import expansion_metrics
+from training.expansion import evaluation
 from metrics import feature_networks
 from metrics import metric_main
 
@@ -24,22 +24,22 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 
 def test_diversity_of_identical_embeddings_is_zero_and_of_orthonormal_is_one():
     same = torch.randn([1, 8]).repeat([6, 1]) * 3
-    assert expansion_metrics.pairwise_diversity(same) == pytest.approx(0.0, abs=1e-12)
+    assert evaluation.pairwise_diversity(same) == pytest.approx(0.0, abs=1e-12)
     q, _ = torch.linalg.qr(torch.randn([8, 8], dtype=torch.float64))
-    assert expansion_metrics.pairwise_diversity(q[:5] * 2.5) == pytest.approx(1.0, abs=1e-12)
+    assert evaluation.pairwise_diversity(q[:5] * 2.5) == pytest.approx(1.0, abs=1e-12)
     # Two pairs at 90 degrees and one identical pair: (1 + 1 + 0) / 3.
     e = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 2.0]])
-    assert expansion_metrics.pairwise_diversity(e) == pytest.approx(2 / 3, abs=1e-12)
+    assert evaluation.pairwise_diversity(e) == pytest.approx(2 / 3, abs=1e-12)
     with pytest.raises(ValueError, match='at least 2'):
-        expansion_metrics.pairwise_diversity(e[:1])
+        evaluation.pairwise_diversity(e[:1])
 
 
 def test_semantic_score_and_clip_error_on_known_angles():
     angles = torch.tensor([0.0, math.pi / 3, math.pi / 2], dtype=torch.float64)
     emb = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1) * torch.tensor([[1.0], [4.0], [0.5]], dtype=torch.float64)
     ref = torch.tensor([2.0, 0.0], dtype=torch.float64)
-    assert expansion_metrics.semantic_score(emb, ref) == pytest.approx((1 + 0.5 + 0) / 3, abs=1e-12)
-    assert expansion_metrics.clip_error(emb, ref) == pytest.approx(1 - (1 + 0.5 + 0) / 3, abs=1e-12)
+    assert evaluation.semantic_score(emb, ref) == pytest.approx((1 + 0.5 + 0) / 3, abs=1e-12)
+    assert evaluation.clip_error(emb, ref) == pytest.approx(1 - (1 + 0.5 + 0) / 3, abs=1e-12)
 
 
 def test_intra_cluster_diversity_hand_computed_case():
@@ -49,9 +49,9 @@ def test_intra_cluster_diversity_hand_computed_case():
     images = torch.tensor([0.0, 14.0, 1.0, 10.0, 2.0]).reshape(5, 1)
     centers = torch.tensor([0.0, 10.0, 100.0]).reshape(3, 1)
     distance = lambda x, y: (x - y).abs().reshape(-1)
-    assert expansion_metrics.intra_cluster_diversity(images, centers, distance, batch_size=2) == pytest.approx(8 / 3)
+    assert evaluation.intra_cluster_diversity(images, centers, distance, batch_size=2) == pytest.approx(8 / 3)
     with pytest.raises(ValueError, match='no cluster received two images'):
-        expansion_metrics.intra_cluster_diversity(images[:2], centers, distance)
+        evaluation.intra_cluster_diversity(images[:2], centers, distance)
 
 # ---------------------------------------------------------------------------------------------
 # Rendering subspaces
@@ -69,14 +69,14 @@ def test_subspace_generator_matches_official_projection_renders(expanded):
     z, c = torch.from_numpy(ref['z']), torch.from_numpy(ref['c'])
     # The fixture renders the projection of the W latent broadcast to all layers; mapping gives
     # identical rows at psi 1, so projecting W+ row-wise is the same computation.
-    base = expansion_metrics.SubspaceGenerator(G, exp['sefa_basis'], exp['repurposed_dims'], float(exp['subspace_distance']))
+    base = evaluation.SubspaceGenerator(G, exp['sefa_basis'], exp['repurposed_dims'], float(exp['subspace_distance']))
     torch.testing.assert_close(base(z, c, noise_mode='const'), torch.from_numpy(exp['img_base_const']), atol=1e-4, rtol=0)
     for k in range(2):
-        edit = expansion_metrics.SubspaceGenerator(G, exp['sefa_basis'], exp['repurposed_dims'], 20.0, domain=k)
+        edit = evaluation.SubspaceGenerator(G, exp['sefa_basis'], exp['repurposed_dims'], 20.0, domain=k)
         torch.testing.assert_close(edit(z, c, noise_mode='const'), torch.from_numpy(exp['img_edit_const'][k]),
                                    atol=1e-4, rtol=0)
     # A composition with weight s on one domain only is that domain's subspace.
-    compose = expansion_metrics.SubspaceGenerator(G, exp['sefa_basis'], exp['repurposed_dims'], 20.0, weights=[0.0, 20.0])
+    compose = evaluation.SubspaceGenerator(G, exp['sefa_basis'], exp['repurposed_dims'], 20.0, weights=[0.0, 20.0])
     torch.testing.assert_close(compose(z, c, noise_mode='const'), torch.from_numpy(exp['img_edit_const'][1]),
                                atol=1e-4, rtol=0)
 
@@ -86,15 +86,15 @@ def test_domains_come_from_the_snapshot_config(expanded):
                                                           'expansion_cfg')})
     from metrics import metric_utils
     opts = metric_utils.MetricOptions(device='cpu', extra=opts_extra)
-    _, domains = expansion_metrics.expansion_inputs(opts, 'm')
+    _, domains = evaluation.expansion_inputs(opts, 'm')
     assert [(d.index, d.name, d.key, d.text) for d in domains] == [
         (0, 'watercolor painting', 'watercolor_painting', 'watercolor painting'),
         (1, 'marble statue', 'marble_statue', 'marble statue')]
     opts = metric_utils.MetricOptions(device='cpu', extra=dict(opts_extra, domain_texts={'zombie': 'a zombie'}))
     with pytest.raises(ValueError, match="unknown domains \\['zombie'\\]"):
-        expansion_metrics.expansion_inputs(opts, 'm')
+        evaluation.expansion_inputs(opts, 'm')
     with pytest.raises(ValueError, match='needs an expanded generator'):
-        expansion_metrics.expansion_inputs(metric_utils.MetricOptions(device='cpu'), 'clip_error1k')
+        evaluation.expansion_inputs(metric_utils.MetricOptions(device='cpu'), 'clip_error1k')
 
 # ---------------------------------------------------------------------------------------------
 # End-to-end with stand-in encoders
@@ -102,7 +102,7 @@ def test_domains_come_from_the_snapshot_config(expanded):
 
 class StandInClip:
     """Image embeddings: a random conv net's features; text embeddings: a seeded random vector
-    per string. Same interface as training.tasks.shared_models.ClipEncoder."""
+    per string. Same interface as training.expansion.tasks.shared_models.ClipEncoder."""
 
     def __init__(self, dim=16):
         self.net = feature_networks.RandomDetector(feature_dim=dim, seed=11)
@@ -142,9 +142,9 @@ def test_clip_error_and_composition_end_to_end(expanded):
     # Recompute one domain by hand from the same seeded images.
     from metrics import metric_utils
     opts = metric_utils.MetricOptions(**_opts(expanded, **extra))
-    G = expansion_metrics.SubspaceGenerator(expanded['G_ema'], expanded['latent_basis'], expanded['repurposed_dims'],
+    G = evaluation.SubspaceGenerator(expanded['G_ema'], expanded['latent_basis'], expanded['repurposed_dims'],
                                             20.0, domain=1)
-    images = expansion_metrics.render_images(opts, G, 12).float() / 127.5 - 1
+    images = evaluation.render_images(opts, G, 12).float() / 127.5 - 1
     with torch.no_grad():
         expected = 1 - (clip.encode_images(images) @ clip.encode_texts(['marble statue'])[0]).mean()
     assert results['clip_error_tiny_marble_statue'] == pytest.approx(float(expected), rel=1e-5)
@@ -191,7 +191,7 @@ def test_lpips_diversity_end_to_end(expanded):
 def test_base_fid_end_to_end(expanded, tmp_path):
     feature_networks.register_detector(feature_networks.INCEPTION_URL, feature_networks.RandomDetector(seed=0))
     try:
-        base = expansion_metrics.SubspaceGenerator(expanded['G_ema'], expanded['latent_basis'],
+        base = evaluation.SubspaceGenerator(expanded['G_ema'], expanded['latent_basis'],
                                                    expanded['repurposed_dims'], 20.0)
         # The parent rendered through the same projection, with the same latents: FID exactly 0.
         same = metric_main.calc_metric('fid_base_parent_tiny', **_opts(expanded, parent_G=base)).results

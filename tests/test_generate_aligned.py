@@ -16,7 +16,7 @@ import legacy
 from conftest import REPO_ROOT, require_fixtures
 from expanded_toy import save_toy_snapshot
 from generate_aligned import generate_aligned
-from training.expanded_generator import ExpandedGenerator, domain_names, load_expanded_generator
+from training.expansion.expanded_generator import ExpandedGenerator, domain_names, load_expanded_generator
 
 TINY = ('stylegan2_tiny',)
 FOLDERS = ['base', 'dim031_watercolor_painting', 'dim030_marble_statue']

@@ -13,7 +13,7 @@ import dnnlib
 from conftest import REPO_ROOT
 from expanded_toy import save_toy_snapshot
 from generate_mystyle import generate_mystyle, load_anchors, mystyle_latents, sample_convex_mixtures
-from training.expanded_generator import load_expanded_generator
+from training.expansion.expanded_generator import load_expanded_generator
 
 DIM, S = 5, 5.0
 

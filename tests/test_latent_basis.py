@@ -6,7 +6,7 @@ import torch
 
 import legacy
 from conftest import require_fixtures
-from training import latent_basis
+from training.expansion import basis as latent_basis
 
 #----------------------------------------------------------------------------
 

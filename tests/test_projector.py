@@ -15,8 +15,8 @@ from tiny_nets import tiny_generator
 from torch_utils import image_utils
 from training import projection
 from training.snapshot_io import save_network_pkl
-from training.subspaces import LatentSubspaces
-from training.tasks.mystyle import load_anchor
+from training.expansion.subspaces import LatentSubspaces
+from training.expansion.tasks.mystyle import load_anchor
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -6,7 +6,7 @@ import torch
 
 import legacy
 from conftest import require_fixtures
-from training.subspaces import LatentSubspaces, project_to_subspaces
+from training.expansion.subspaces import LatentSubspaces, project_to_subspaces
 
 #----------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import traverse as traverse_cli
 from conftest import REPO_ROOT, require_fixtures
 from generate import seed_to_z
 from torch_utils import image_utils
-from training.expanded_generator import load_expanded_generator
+from training.expansion.expanded_generator import load_expanded_generator
 from traverse import compose, parse_compose, parse_steps, traverse
 
 SEEDS = [0, 1, 2]

@@ -1,19 +1,6 @@
-"""Domain-adaptation tasks for domain expansion: interface, registry and built-in types.
+"""Old import path of the expansion tasks, kept so configs and users' task modules written for it
+(`"type": "training.adaptation_tasks.NADA"`, `from training.adaptation_tasks import BaseTask`)
+keep working. The tasks live in `training/expansion/tasks/`."""
 
-The official configs name tasks by type (`"type": "NADA"`), looked up here; a dotted path
-(`"type": "my_pkg.tasks.Sketch"`) names a user's `BaseTask` subclass. The implementations live
-in `training/tasks/`, one file per task.
-"""
-
-from training.tasks.base import (BaseTask, ConfigContext, TaskArguments, TaskBatch, TaskRuntime, TaskTypeError,
-    build_tasks, get_task_class, register_task, registered_task_types, slugify, task_arguments)
-from training.tasks.mystyle import MyStyle
-from training.tasks.nada import NADA
-from training.tasks.shared_models import ClipEncoder, PretrainedWeightsError, SharedModels
-from training.tasks.transform import Transform
-
-__all__ = [
-    'BaseTask', 'ConfigContext', 'TaskArguments', 'TaskBatch', 'TaskRuntime', 'TaskTypeError',
-    'build_tasks', 'get_task_class', 'register_task', 'registered_task_types', 'slugify', 'task_arguments',
-    'MyStyle', 'NADA', 'Transform', 'ClipEncoder', 'PretrainedWeightsError', 'SharedModels',
-]
+from training.expansion.tasks import *  # noqa: F401,F403 (the alias re-exports the package's names)
+from training.expansion.tasks import __all__  # noqa: F401

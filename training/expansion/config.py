@@ -22,7 +22,7 @@ import json
 import os
 
 import dnnlib
-from training.tasks.base import ConfigContext, TaskTypeError, get_task_class, task_arguments
+from training.expansion.tasks.base import ConfigContext, TaskTypeError, get_task_class, task_arguments
 
 TOP_LEVEL_KEYS = ('tasks', 'tasks_losses')
 TASK_KEYS = ('type', 'dimension', 'args')

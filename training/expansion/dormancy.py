@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from torch_utils import misc
+from training.expansion.constants import SUBSPACE_DISTANCE
+from training.expansion.render import render
 
 #----------------------------------------------------------------------------
 
@@ -57,13 +59,8 @@ def sample_w(G: torch.nn.Module, num_latents: int, seed: int = 0, class_idx: int
 
 #----------------------------------------------------------------------------
 
-def _render(G_synthesis: torch.nn.Module, w: torch.Tensor) -> torch.Tensor:
-    """W `[N, w_dim]` broadcast to every layer, constant noise (the measurement is deterministic)."""
-    ws = w.unsqueeze(1).repeat(1, G_synthesis.num_ws, 1)
-    return G_synthesis(ws, noise_mode='const').float()
-
 @torch.no_grad()
-def direction_effects(G: torch.nn.Module, basis, num_latents: int = 64, step: float = 20.0, perceptual=None,
+def direction_effects(G: torch.nn.Module, basis, num_latents: int = 64, step: float = SUBSPACE_DISTANCE, perceptual=None,
         batch_size: int = 16, seed: int = 0, class_idx: int = None, progress=None) -> np.ndarray:
     """Mean perceptual change caused by a step along each basis direction (App. C.1, Fig. 12).
 
@@ -95,9 +92,9 @@ def direction_effects(G: torch.nn.Module, basis, num_latents: int = 64, step: fl
     totals = torch.zeros([G.w_dim], dtype=torch.float64)
     for start in range(0, num_latents, batch_size):
         w = w_all[start : start + batch_size]
-        images = _render(G.synthesis, w)                                    # G(w)
+        images = render(G.synthesis, w, batch_size=len(w)).float()          # G(w), noise 'const'
         for i in range(G.w_dim):
-            moved = _render(G.synthesis, w + step * basis[:, i])            # G(w + s v_i)
+            moved = render(G.synthesis, w + step * basis[:, i], batch_size=len(w)).float()  # G(w + s v_i)
             totals[i] += perceptual(images, moved).double().sum().cpu()
         if progress is not None:
             progress(min(start + batch_size, num_latents), num_latents)
@@ -179,7 +176,7 @@ def load_dormancy_json(path: str) -> dict:
 
 #----------------------------------------------------------------------------
 
-def plot_dormancy(effects, dormant_range: tuple, path: str, metric: str = 'lpips', step: float = 20.0,
+def plot_dormancy(effects, dormant_range: tuple, path: str, metric: str = 'lpips', step: float = SUBSPACE_DISTANCE,
         threshold_fraction: float = None) -> None:
     """Fig. 12-style plot: effect per direction index (sorted by singular value), the suggested
     dormant range shaded and, when given, the threshold drawn. Uses matplotlib's object API with

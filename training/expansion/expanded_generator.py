@@ -18,9 +18,10 @@ import torch
 import dnnlib
 from torch_utils import misc
 from training import snapshot_io
-from training.expansion_config import parse_expansion_config
-from training.subspaces import LatentSubspaces
-from training.tasks.base import slugify
+from training.expansion.config import parse_expansion_config
+from training.expansion.render import broadcast_ws, render
+from training.expansion.subspaces import LatentSubspaces
+from training.expansion.tasks.base import slugify
 
 EXPANSION_KEYS = ('latent_basis', 'repurposed_dims', 'subspace_distance')
 
@@ -183,18 +184,14 @@ class ExpandedGenerator:
 
     def broadcast(self, ws: torch.Tensor) -> torch.Tensor:
         """W [N, w_dim] -> W+ [N, num_ws, w_dim]; W+ passes through."""
-        if ws.ndim == 2:
-            return ws.unsqueeze(1).repeat(1, self.G.num_ws, 1)
-        misc.assert_shape(ws, [None, self.G.num_ws, self.G.w_dim])
-        return ws
+        return broadcast_ws(ws, self.G.num_ws)
 
     # --- rendering (noise_mode='const' throughout, spec section 8) --------------------------
 
     @torch.no_grad()
     def synthesize(self, ws: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
         """Images [N, C, H, W] of W or W+ latents, in chunks."""
-        ws = self.broadcast(ws.to(self.device))
-        return torch.cat([self.G.synthesis(part, noise_mode='const') for part in ws.split(batch_size)])
+        return render(self.G.synthesis, ws.to(self.device), batch_size=batch_size)
 
     @torch.no_grad()
     def render_aligned(self, ws: torch.Tensor, ks: list = None) -> tuple:

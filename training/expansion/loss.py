@@ -26,13 +26,15 @@ import torch
 import torch.nn.functional as F
 
 from torch_utils import training_stats
-from training import expansion_eval
-from training import latent_basis as latent_basis_lib
-from training.expansion_config import parse_expansion_config
+from training.expansion import constants
+from training.expansion import evaluation
+from training.expansion import basis as latent_basis_lib
+from training.expansion.config import parse_expansion_config
 from training.loss import Loss, Phase, StyleGAN2Loss
-from training.subspaces import LatentSubspaces
-from training.tasks.base import build_tasks
-from training.tasks.shared_models import SharedModels
+from training.expansion.render import broadcast_ws
+from training.expansion.subspaces import LatentSubspaces
+from training.expansion.tasks.base import build_tasks
+from training.expansion.tasks.shared_models import SharedModels
 
 # ---------------------------------------------------------------------------------------------
 
@@ -51,11 +53,11 @@ class DomainExpansionLoss(Loss):
         latent_basis = None,            # [w_dim, w_dim] basis; None = from latent_factors_path / resume_pkl / factorize.
         latent_factors_path = None,     # --latent_factors_path: a torch.save'd basis.
         resume_pkl = None,              # Snapshot whose stored 'latent_basis' wins over everything else.
-        subspace_distance = 20.0,       # s: distance of each repurposed subspace from the base one.
-        lambda_src = 1.0,               # Weight of the source GAN loss (adv + R1 + path length); 0 = no D work.
-        lambda_expand = 1.0,            # Weight of the summed task losses; 0 = no edit renders.
-        lambda_recon_l2 = 10.0,         # Replay alignment, L2 to the frozen source; 0 = off.
-        lambda_recon_lpips = 10.0,      # Replay alignment, LPIPS to the frozen source; 0 = off.
+        subspace_distance = constants.SUBSPACE_DISTANCE,  # s: distance of each repurposed subspace from the base one.
+        lambda_src = constants.LAMBDA_SRC,  # Weight of the source GAN loss (adv + R1 + path length); 0 = no D work.
+        lambda_expand = constants.LAMBDA_EXPAND,  # Weight of the summed task losses; 0 = no edit renders.
+        lambda_recon_l2 = constants.LAMBDA_RECON_L2,  # Replay alignment, L2 to the frozen source; 0 = off.
+        lambda_recon_lpips = constants.LAMBDA_RECON_LPIPS,  # Replay alignment, LPIPS to the frozen source; 0 = off.
         replay_noise = 'independent',   # 'independent' (official) or 'shared' noise for the frozen render.
         lpips_net = 'alex',             # LPIPS backbone for replay alignment.
         lpips_random_backbone = False,  # True: random-init LPIPS backbone (offline demo; reported).
@@ -180,18 +182,7 @@ class DomainExpansionLoss(Loss):
         cfg_path = os.path.join(run_dir, 'expansion_cfg.json')
         if not os.path.exists(cfg_path):
             self.config.save(cfg_path)
-        names = [task.name for task in self.tasks]
-        expansion_eval.save_aligned_grid(G_ema.synthesis, G_ema.mapping, self.subspaces, names,
-                                         os.path.join(run_dir, f'expansion{label}.png'))
-        errors = {}
-        for k, task in enumerate(self.tasks):
-            w, context = expansion_eval.task_latents(task, G_ema.mapping, n=16, seed=0)
-            base_w = self.subspaces.project_base(w, G_ema.mapping.w_avg)
-            with torch.no_grad():
-                base_img = expansion_eval.render(G_ema.synthesis, base_w)
-                edit_img = expansion_eval.render(G_ema.synthesis, self.subspaces.edit(base_w, k))
-                errors[f'Eval/domain/{task.name}'] = float(task.error(context, base_img, edit_img).mean())
-        return errors
+        return evaluation.snapshot_report(G_ema, self.subspaces, self.tasks, os.path.join(run_dir, f'expansion{label}.png'))
 
     # --- the expansion phase ------------------------------------------------------------------
 
@@ -224,7 +215,7 @@ class DomainExpansionLoss(Loss):
 
     def broadcast(self, w):
         """W `[n, w_dim]` -> W+ `[n, num_ws, w_dim]` (every layer gets the same latent)."""
-        return w.unsqueeze(1).repeat(1, self.num_ws, 1)
+        return broadcast_ws(w, self.num_ws)
 
     def expand_and_recon(self, gen_z, gen_c, gain):
         """Eq. 4 (task losses on repurposed subspaces) + Eq. 6 (replay alignment on the base one)."""

@@ -18,6 +18,7 @@ import numbers
 import torch
 
 from torch_utils import misc
+from training.expansion.constants import SUBSPACE_DISTANCE
 
 #----------------------------------------------------------------------------
 
@@ -43,7 +44,7 @@ class LatentSubspaces(torch.nn.Module):
     def __init__(self,
         basis,                      # [w_dim, w_dim] orthonormal basis, columns are directions.
         repurposed_dims,            # K dims, in task order: task k uses basis column repurposed_dims[k].
-        subspace_distance = 20.0,   # Default step s along a repurposed direction (paper: 20).
+        subspace_distance = SUBSPACE_DISTANCE,  # Default step s along a repurposed direction.
         base_dims = None,           # Base dims; None = every dim not repurposed, ascending (official).
     ):
         super().__init__()

@@ -163,7 +163,7 @@ def slugify(name: str) -> str:
 # Registry.
 
 _registry = {}      # type name -> task class
-_BUILTIN_MODULES = ('training.tasks.transform', 'training.tasks.nada', 'training.tasks.mystyle')
+_BUILTIN_MODULES = ('training.expansion.tasks.transform', 'training.expansion.tasks.nada', 'training.expansion.tasks.mystyle')
 
 def register_task(cls):
     """Class decorator: make `cls` available in configs under `cls.__name__`."""
@@ -243,7 +243,7 @@ def build_tasks(config, device, shared_models, *, z_dim: int, img_resolution: in
     """Instantiate the tasks of a resolved expansion config, in config order.
 
     Args:
-        config:         ExpansionConfig from training.expansion_config (validated).
+        config:         ExpansionConfig from training.expansion.config (validated).
         device:         device for latents, targets and models.
         shared_models:  SharedModels, so heavy networks load once and are shared by all tasks.
         z_dim, img_resolution, img_channels: the generator's, for sampling and target checks.

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from torch_utils import misc
-from training.tasks import arg_checks, image_files
-from training.tasks.base import BaseTask, TaskBatch, register_task
+from training.expansion.tasks import arg_checks, image_files
+from training.expansion.tasks.base import BaseTask, TaskBatch, register_task
 
 ANCHOR_EXTENSIONS = ('.pt', '.pth', '.npy')
 

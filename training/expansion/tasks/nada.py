@@ -21,10 +21,10 @@ import os
 
 import torch
 
-from training.tasks import arg_checks, image_files
-from training.tasks.base import BaseTask, register_task
-from training.tasks.clip_templates import IMAGENET_TEMPLATES
-from training.tasks.shared_models import open_clip_spec
+from training.expansion.tasks import arg_checks, image_files
+from training.expansion.tasks.base import BaseTask, register_task
+from training.expansion.tasks.clip_templates import IMAGENET_TEMPLATES
+from training.expansion.tasks.shared_models import open_clip_spec
 
 #----------------------------------------------------------------------------
 

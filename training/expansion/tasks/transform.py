@@ -9,8 +9,8 @@ truth that expansion learns a domain without leaking into the others.
 import torch
 
 from training import image_transforms
-from training.tasks import arg_checks
-from training.tasks.base import BaseTask, register_task
+from training.expansion.tasks import arg_checks
+from training.expansion.tasks.base import BaseTask, register_task
 
 #----------------------------------------------------------------------------
 
