@@ -1,10 +1,11 @@
 """The generator behind the viewer: request parsing, rendering, and the command line of each image.
 
 A `ViewerModel` holds one generator: plain (`G_ema` of any snapshot) or expanded (an
-`ExpandedGenerator`: the base subspace plus one repurposed subspace per domain). Every render and
-every photo projection runs under one lock (one computation at a time per process), and the
-base latent of each (seed, truncation) stays in a small cache, so a slider move costs one
-synthesis pass.
+`ExpandedGenerator`: the base subspace plus one repurposed subspace per domain). Renders run
+under one lock (one render at a time per process), and the base latent of each (seed,
+truncation) stays in a small cache, so a slider move costs one synthesis pass. A photo
+projection (one at a time, see jobs.py) optimises on its own copy of the synthesis network and
+reads the shared networks only without gradients, so sliders stay live while it runs.
 
 Rendering follows generate_aligned.py (spec section 8): z = RandomState(seed).randn(1, z_dim),
 W+ from `G_ema.mapping` with truncation, the base-subspace projection with mean `w_avg` (Eq. 1),
@@ -108,7 +109,7 @@ class ViewerModel:
         self.metric = metric
         self.distance = distance
         self.class_idx = class_idx
-        self._lock = threading.Lock()                       # One render or projection at a time.
+        self._lock = threading.Lock()                       # One render at a time; guards the two caches.
         self._latents = collections.OrderedDict()           # (seed, trunc) -> base W+ [1, num_ws, w_dim], LRU.
         self._photos = collections.OrderedDict()            # photo id -> (W+ [1, num_ws, w_dim], command line).
 
@@ -170,9 +171,8 @@ class ViewerModel:
         if 'photo' in values:
             if 'seed' in values:
                 raise RequestError('give either seed or photo, not both')
-            if values['photo'] not in self._photos:
-                raise RequestError(f"photo: '{values['photo']}' is not a projected photo of this server "
-                    f'(it keeps the last {MAX_PHOTOS}); upload it again')
+            with self._lock:
+                self._photo(values['photo'])                                # unknown ids fail here
             return RenderRequest(seed=None, trunc=trunc, strengths=strengths, photo=values['photo'])
         if 'seed' not in values:
             raise RequestError(f'seed: missing; add seed=N with 0 <= N <= {MAX_SEED}')
@@ -188,9 +188,16 @@ class ViewerModel:
                 skip_w_avg_update=True)
         return self.eg.project_base(self.eg.map(z, self.c, trunc))                   # Eq. 1
 
+    def _photo(self, photo_id: str) -> tuple:
+        """(W+ latent, command line) of a kept photo; call under the lock."""
+        if photo_id not in self._photos:
+            raise RequestError(f"photo: '{photo_id}' is not a projected photo of this server "
+                f'(it keeps the last {MAX_PHOTOS}); upload it again')
+        return self._photos[photo_id]
+
     def _base_latent(self, request: RenderRequest) -> torch.Tensor:
         if request.photo is not None:
-            return self._photos[request.photo][0]
+            return self._photo(request.photo)[0]
         key = (request.seed, request.trunc)
         if key in self._latents:
             self._latents.move_to_end(key)
@@ -210,7 +217,11 @@ class ViewerModel:
                 for k, strength in request.strengths:
                     weights[k] = strength * self.eg.subspace_distance           # Eq. 2: step s along B_R[:, k]
                 ws = self.eg.subspaces.compose(ws, weights)                     # Sec. 4.4: steps add up
-            images = self.G.synthesis(ws, noise_mode='const')                   # [1, C, H, W]
+            if self.eg is not None:
+                images = self.eg.synthesize(ws)                                 # as generate_aligned.py renders
+            else:
+                images = self.G.synthesis(ws, noise_mode='const')               # as generate.py renders
+        misc.assert_shape(images, [1, self.G.img_channels, self.resolution, self.resolution])
         return image_utils.to_uint8(images)[0]
 
     # --- photos -----------------------------------------------------------------------------
@@ -223,12 +234,12 @@ class ViewerModel:
         `PROJECTION_SEED`); for an expanded generator the optimisation stays in the base subspace
         (Eq. 1), so strength 0 shows the reconstruction. `progress(step, num_steps, dist)` after each step.
         """
+        result = projection.project(self.G, torch.from_numpy(target_uint8), num_steps=num_steps,
+            distance=self.distance, c=self.c, seed=PROJECTION_SEED,
+            subspaces=self.eg.subspaces if self.eg else None, base_mean=self.eg.w_avg if self.eg else None,
+            progress=progress)                                                  # outside the render lock
+        ws = result.latent.to(self.device).reshape(1, 1, -1).repeat(1, self.G.num_ws, 1)      # W -> W+
         with self._lock:
-            result = projection.project(self.G, torch.from_numpy(target_uint8), num_steps=num_steps,
-                distance=self.distance, c=self.c, seed=PROJECTION_SEED,
-                subspaces=self.eg.subspaces if self.eg else None, base_mean=self.eg.w_avg if self.eg else None,
-                progress=progress)
-            ws = result.latent.to(self.device).reshape(1, 1, -1).repeat(1, self.G.num_ws, 1)  # W -> W+
             self._photos[photo_id] = (ws, self._projector_command(filename, num_steps))
             while len(self._photos) > MAX_PHOTOS:
                 self._photos.popitem(last=False)
@@ -248,7 +259,8 @@ class ViewerModel:
     def command_line(self, request: RenderRequest) -> str:
         """The command of our other tools that writes this image (and where it lands)."""
         if request.photo is not None:
-            return self._photos[request.photo][1]
+            with self._lock:
+                return self._photo(request.photo)[1]
         seed_flags = ['--seeds', str(request.seed), '--trunc', repr(request.trunc)]
         if self.eg is None:
             args = ['python', 'generate.py', *self._common_flags(), *seed_flags, '--outdir', 'out']
