@@ -67,8 +67,10 @@ def _worker(rank, world_size, init_file, options, out_dir):
         collector.update()
         stats = {name: (collector.num(name), collector.mean(name)) for name in collector.as_dict()}
         gathered = distributed.all_gather_object(rank * 10)
+        gathered_to_0 = distributed.gather_object(rank * 10, dst=0)
         shared = distributed.broadcast_object('from rank 0' if rank == 0 else None)
-        torch.save(dict(stats=stats, gathered=gathered, shared=shared), os.path.join(out_dir, f'misc{rank}.pt'))
+        torch.save(dict(stats=stats, gathered=gathered, gathered_to_0=gathered_to_0, shared=shared),
+                   os.path.join(out_dir, f'misc{rank}.pt'))
 
         # The whole loop: snapshots gather every rank's state.
         run_dir = os.path.join(options['run_dir'], 'loop')
@@ -110,6 +112,7 @@ def test_two_gloo_processes_match_one(tmp_path):
     assert m0['stats']['x'] == (3, pytest.approx(5 / 3))
     assert m0['stats']['only1'] == (1, 7.0) and m0['stats']['timing'] == (1, 3.0)
     assert m0['gathered'] == m1['gathered'] == [0, 10] and m1['shared'] == 'from rank 0'
+    assert m0['gathered_to_0'] == [0, 10] and m1['gathered_to_0'] is None  # snapshot state: rank 0 only
 
     snapshots = sorted(f for f in os.listdir(tmp_path / 'two' / 'loop') if f.startswith('network-snapshot-'))
     assert snapshots == ['network-snapshot-000000.008.pkl', 'network-snapshot-000000.016.pkl']

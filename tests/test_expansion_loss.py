@@ -177,14 +177,22 @@ def test_resume_state_restores_replay_target():
     G, _ = _tiny_nets()
     basis = torch.linalg.qr(torch.randn(32, 32))[0]  # fixed, so the changed network's SeFA basis does not matter
     loss = _loss(G, lambda_recon_l2=10, latent_basis=basis)
-    state = loss.state_dict()
+    state, shared = loss.state_dict(), loss.shared_state_dict()
+    assert 'frozen_synthesis' not in state  # the same on every rank: stored once per snapshot, not per rank
     with torch.no_grad():
         for p in G.synthesis.parameters():
             p.add_(1)
     resumed = _loss(G, lambda_recon_l2=10, latent_basis=basis)  # frozen copy of the *changed* network ...
-    resumed.load_state_dict(state)           # ... replaced by the source it had at the start
+    resumed.load_shared_state_dict(shared)   # ... replaced by the source it had at the start
+    resumed.load_state_dict(state)
     for name, tensor in resumed.G_synthesis_frozen.state_dict().items():
-        assert torch.equal(tensor, state['frozen_synthesis'][name]), name
+        assert torch.equal(tensor, shared['frozen_synthesis'][name]), name
+    older = _loss(G, lambda_recon_l2=10, latent_basis=basis)
+    older.load_state_dict({**state, **shared})  # snapshots that kept a copy per rank still resume
+    for name, tensor in older.G_synthesis_frozen.state_dict().items():
+        assert torch.equal(tensor, shared['frozen_synthesis'][name]), name
+    with pytest.raises(ValueError, match='unexpected shared loss state'):
+        resumed.load_shared_state_dict({'bogus': 1})
     with pytest.raises(ValueError, match='unexpected loss state'):
         resumed.load_state_dict({'bogus': 1})
     with pytest.raises(ValueError, match='different latent basis'):

@@ -103,6 +103,16 @@ def all_gather_object(obj: Any) -> list:
     return gathered
 
 
+def gather_object(obj: Any, dst: int = 0) -> list | None:
+    """`[obj of rank 0, obj of rank 1, ...]` on rank `dst`, None on the other ranks (a collective:
+    every rank calls it). Unlike `all_gather_object`, only `dst` holds everyone's objects."""
+    if not is_initialized():
+        return [obj]
+    gathered = [None] * get_world_size() if get_rank() == dst else None
+    torch.distributed.gather_object(obj, gathered, dst=dst)
+    return gathered
+
+
 @torch.no_grad()
 def broadcast_module_(module: torch.nn.Module, src: int = 0) -> None:
     """Overwrite every parameter and buffer of `module` with rank `src`'s values."""

@@ -11,6 +11,8 @@ loss's extra keys plus `resume_state`:
     optimizers         {'G': state_dict, 'D': state_dict}
     per_rank           [{rng, loss, ada_stats, G_buffers}] for every rank (RNG streams, pl_mean,
                        pending ADA statistics and mapping.w_avg differ between ranks)
+    loss_shared        the loss's state that every rank shares (`Loss.shared_state_dict()`, e.g.
+                       domain expansion's frozen source synthesis), stored once, from rank 0
 
 Snapshots are written by `snapshot_io.save_network_pkl` (temporary file + rename).
 """
@@ -60,7 +62,8 @@ def rank_local_state(device, loss, ada_stats, G) -> dict:
     )
 
 
-def make_resume_state(progress: Progress, batch_size: int, optimizers: dict, augment_pipe, per_rank: list) -> dict:
+def make_resume_state(progress: Progress, batch_size: int, optimizers: dict, augment_pipe, per_rank: list,
+                      loss_shared: dict | None = None) -> dict:
     """The `resume_state` entry (see the module docstring)."""
     return dict(
         version=loop_state.RESUME_STATE_VERSION,
@@ -71,6 +74,7 @@ def make_resume_state(progress: Progress, batch_size: int, optimizers: dict, aug
         augment_p=float(augment_pipe.p) if augment_pipe is not None else None,
         optimizers={name: _to_cpu(opt.state_dict()) for name, opt in optimizers.items()},
         per_rank=per_rank,
+        loss_shared=_to_cpu(loss_shared or {}),
     )
 
 
@@ -115,6 +119,7 @@ def restore_rank_state(state: dict, rank: int, world_size: int, device, loss, ad
     per_rank = state['per_rank']
     exact = len(per_rank) == world_size
     mine = per_rank[rank] if exact else per_rank[0]
+    loss.load_shared_state_dict(state.get('loss_shared') or {})  # Absent in older snapshots.
     loss.load_state_dict(mine['loss'])
     if ada_stats is not None and exact and mine.get('ada_stats') is not None:
         ada_stats.load_state_dict(mine['ada_stats'])
@@ -131,6 +136,7 @@ def restore_rank_state(state: dict, rank: int, world_size: int, device, loss, ad
         seed_all(loop_state.derive_seed(seed, rank, state['progress']['batch_idx']))
 
 
-def gather_rank_states(device, loss, ada_stats, G) -> list:
-    """Every rank's `rank_local_state`, in rank order (a collective: all ranks call it)."""
-    return distributed.all_gather_object(rank_local_state(device, loss, ada_stats, G))
+def gather_rank_states(device, loss, ada_stats, G) -> list | None:
+    """Every rank's `rank_local_state`, in rank order, on rank 0 (None on the other ranks, which
+    do not write snapshots). A collective: all ranks call it."""
+    return distributed.gather_object(rank_local_state(device, loss, ada_stats, G), dst=0)

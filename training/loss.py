@@ -75,6 +75,16 @@ class Loss:
         if state:
             raise ValueError(f'{type(self).__name__} has no state, but the snapshot holds {sorted(state)}')
 
+    def shared_state_dict(self) -> dict:
+        """Plain-data state that is the same on every rank (stored once per snapshot, from rank 0),
+        e.g. a frozen copy of the source network."""
+        return {}
+
+    def load_shared_state_dict(self, state: dict) -> None:
+        """Restore what `shared_state_dict()` returned."""
+        if state:
+            raise ValueError(f'{type(self).__name__} has no shared state, but the snapshot holds {sorted(state)}')
+
     def snapshot_extras(self) -> dict:
         """Extra top-level snapshot keys (plain data and tensors)."""
         return {}

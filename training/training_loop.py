@@ -444,7 +444,7 @@ def _save_network_snapshot(ctx: Context) -> str:
             misc.check_ddp_consistency(module, ignore_regex=r'.*\.w_avg')
     if ctx.rank == 0:
         resume_state = loop_snapshot.make_resume_state(ctx.progress, ctx.opts.batch_size, ctx.optimizers,
-                                                       ctx.augment_pipe, per_rank)
+                                                       ctx.augment_pipe, per_rank, ctx.loss.shared_state_dict())
         snapshot = loop_snapshot.make_snapshot(ctx.opts.training_set_kwargs, ctx.G, ctx.D, ctx.G_ema,
                                                ctx.augment_pipe, ctx.loss.snapshot_extras(), resume_state)
         loop_snapshot.save_snapshot(snapshot, path)

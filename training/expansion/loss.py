@@ -151,12 +151,22 @@ class DomainExpansionLoss(Loss):
                 self.gan._D_real(real_img, real_c, gain * self.lambda_src, loss_Dgen, do_r1)
 
     def state_dict(self):
-        state = dict(gan=self.gan.state_dict(), latent_basis=self.subspaces.basis.detach().cpu().clone())
-        if self.G_synthesis_frozen is not None:
-            # The replay target is the *source* network; keep it so a resumed run aligns to the same one.
-            state['frozen_synthesis'] = {k: v.detach().cpu().clone()
-                                         for k, v in self.G_synthesis_frozen.state_dict().items()}
-        return state
+        return dict(gan=self.gan.state_dict(), latent_basis=self.subspaces.basis.detach().cpu().clone())
+
+    def shared_state_dict(self):
+        # The replay target is the *source* network, the same on every rank: stored once per
+        # snapshot so a resumed run aligns to the same one.
+        if self.G_synthesis_frozen is None:
+            return {}
+        return dict(frozen_synthesis={k: v.detach().cpu().clone()
+                                      for k, v in self.G_synthesis_frozen.state_dict().items()})
+
+    def load_shared_state_dict(self, state):
+        unknown = set(state) - {'frozen_synthesis'}
+        if unknown:
+            raise ValueError(f'DomainExpansionLoss: unexpected shared loss state keys {sorted(unknown)}')
+        if self.G_synthesis_frozen is not None and 'frozen_synthesis' in state:
+            self.G_synthesis_frozen.load_state_dict(state['frozen_synthesis'])
 
     def load_state_dict(self, state):
         unknown = set(state) - {'gan', 'latent_basis', 'frozen_synthesis'}
@@ -166,8 +176,8 @@ class DomainExpansionLoss(Loss):
         if 'latent_basis' in state and not torch.equal(state['latent_basis'].cpu(), self.subspaces.basis.cpu()):
             raise ValueError('the resumed run used a different latent basis than this one resolves; '
                              'resume with the same --latent_factors_path / snapshot')
-        if self.G_synthesis_frozen is not None and 'frozen_synthesis' in state:
-            self.G_synthesis_frozen.load_state_dict(state['frozen_synthesis'])
+        if 'frozen_synthesis' in state:  # Snapshots written before the shared state existed.
+            self.load_shared_state_dict({'frozen_synthesis': state['frozen_synthesis']})
 
     def snapshot_extras(self):
         # Official key names and types (spec section 1.1).
