@@ -26,13 +26,14 @@ import torch
 import dnnlib
 from torch_utils import persistence
 from torch_utils.persistence import SnapshotError, UnsafePickleError  # noqa: F401 (re-exported)
+from training import snapshot_io_stylegan3
 
 # Official persistent classes (spec section 1.5) and where ours live.
 OFFICIAL_NETWORK_CLASSES = (
     'Generator', 'MappingNetwork', 'SynthesisNetwork', 'SynthesisBlock', 'SynthesisLayer', 'ToRGBLayer',
     'FullyConnectedLayer', 'Conv2dLayer', 'Discriminator', 'DiscriminatorBlock', 'MinibatchStdLayer',
     'DiscriminatorEpilogue')
-OFFICIAL_CLASS_NAMES = OFFICIAL_NETWORK_CLASSES + ('AugmentPipe',)
+OFFICIAL_CLASS_NAMES = OFFICIAL_NETWORK_CLASSES + snapshot_io_stylegan3.STYLEGAN3_ONLY_CLASS_NAMES + ('AugmentPipe',)
 NETWORK_KEYS = ('G', 'D', 'G_ema')  # Required in every snapshot.
 FP16_OVERRIDES = dict(num_fp16_res=4, conv_clamp=256)  # What `force_fp16` sets, as the official loader does.
 SAFETENSORS_FORMAT = 'sg2x-snapshot-safetensors-v1'
@@ -182,6 +183,7 @@ def _open_binary(f) -> tuple[BinaryIO, str, bool]:
 
 def _import_our_modules() -> None:
     import training.networks  # noqa: F401 (registers our network classes)
+    import training.networks_stylegan3  # noqa: F401
     _augment_pipe_class()
 
 
@@ -267,6 +269,8 @@ def _module_from_record(record: persistence.PersistentRecord, path: str, source:
         raise SnapshotError(f'{what}: {e}') from None
     if record.class_name == 'AugmentPipe':
         module = _make_augment_pipe(init_args, init_kwargs, tensors)
+    elif snapshot_io_stylegan3.is_stylegan3_record(record):  # Decided from the data, never the source.
+        module = snapshot_io_stylegan3.build_module(record, init_args, init_kwargs, tensors, what)
     else:
         from training import networks
         cls = getattr(networks, record.class_name, None)
@@ -274,6 +278,8 @@ def _module_from_record(record: persistence.PersistentRecord, path: str, source:
             raise SnapshotError(f'{what}: training/networks.py has no class {record.class_name}')
         if record.class_name == 'Generator':
             init_kwargs = stylegan3_repo_generator_kwargs(init_kwargs)
+        if record.class_name == 'Discriminator':
+            init_kwargs = snapshot_io_stylegan3.discriminator_kwargs(record, init_kwargs)
         module = persistence.build_module_checked(cls, init_args, init_kwargs, tensors, what=what)
     module.eval().requires_grad_(False)  # As every official snapshot stores its networks.
     module.official_module_src_sha256 = record.module_src_sha256  # Debug: which source wrote it.
@@ -310,7 +316,7 @@ def _rebuild_fp16(module: torch.nn.Module, key: str, source: str) -> torch.nn.Mo
     if not hasattr(module, 'init_kwargs'):
         raise SnapshotError(f"{source}: '{key}' has no init_kwargs, so force_fp16 cannot rebuild it")
     kwargs = copy.deepcopy(module.init_kwargs)
-    if key == 'D':
+    if key == 'D' or snapshot_io_stylegan3.takes_flat_synthesis_kwargs(module):
         kwargs.update(FP16_OVERRIDES)
     else:
         kwargs['synthesis_kwargs'] = {**(kwargs.get('synthesis_kwargs') or {}), **FP16_OVERRIDES}
