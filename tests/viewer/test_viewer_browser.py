@@ -138,3 +138,14 @@ def test_page_reports_a_bad_upload(page, tmp_path):
     status = page.find_element(By.ID, 'project-status')
     wait_for(page, lambda d: status.get_attribute('data-state') == 'error')
     assert 'pickle' in status.text
+
+
+def test_plain_generator_page_has_no_sliders(browser):
+    from selenium.webdriver.common.by import By
+    with running_viewer(require_fixtures('stylegan2_tiny', 'tiny32_snapshot.pkl')) as plain:
+        browser.get(plain.url)
+        wait_for(browser, lambda d: d.find_element(By.ID, 'current-image').get_attribute('data-renders') == '1')
+        assert browser.find_elements(By.CSS_SELECTOR, 'input.domain-slider') == []
+        assert 'plain generator' in browser.find_element(By.ID, 'domains-box').text
+        np.testing.assert_array_equal(image_pixels(browser, 'current-image'), api_pixels(plain, 'seed=0&trunc=1'))
+        assert browser.find_element(By.ID, 'command').text.startswith('python generate.py ')
