@@ -13,7 +13,7 @@ import click
 import numpy as np
 import PIL.Image
 
-from training.dataset import DatasetError, DatasetWriter, ImageArchive, image_header, is_power_of_two
+from training.dataset import DatasetError, DatasetWriter, ImageArchive, image_header, is_power_of_two, scan_dataset
 
 TRANSFORMS = ('center-crop', 'center-crop-wide')
 
@@ -136,7 +136,7 @@ def _write_images(archive, names, labels, gray, dest, resolution, transform, sou
                 with archive.open(name) as f:
                     img = PIL.Image.open(f)
                     img = img.convert('L' if gray else 'RGB')
-            except OSError as e:  # A readable header with damaged pixel data (e.g. a truncated file).
+            except Exception as e:  # A readable header with damaged pixel data (truncated file, zip CRC error, ...).
                 raise DatasetError(f'{archive.describe(name)}: cannot read image ({e})') from None
             img = transform_image(img, resolution, transform)
             if expected is None:
@@ -156,14 +156,38 @@ def _write_images(archive, names, labels, gray, dest, resolution, transform, sou
     return count
 
 
+def check_dataset(path: str, echo=print) -> int:
+    """Full scan of a training dataset (every image decoded, every label checked); prints each
+    problem and a summary line last. Returns the number of problems."""
+    checked, problems = scan_dataset(path)
+    for problem in problems:
+        echo(problem)
+    echo(f'Checked {checked} item(s) of {path}: {len(problems)} problem(s)'
+         + ('' if problems else '; the dataset is readable'))
+    return len(problems)
+
+
 @click.command()
-@click.option('--source', required=True, metavar='PATH', help='Input directory or zip of PNG/JPEG images.')
-@click.option('--dest', required=True, metavar='PATH', help='Output .zip or (new/empty) directory.')
+@click.option('--source', metavar='PATH', help='Input directory or zip of PNG/JPEG images.')
+@click.option('--dest', metavar='PATH', help='Output .zip or (new/empty) directory.')
 @click.option('--resolution', metavar='WxH', help='Resize every image to this size.')
 @click.option('--transform', type=click.Choice(TRANSFORMS), help='Crop before resizing (needs --resolution).')
 @click.option('--max-images', type=int, metavar='N', help='Convert only the first N images.')
-def main(source, dest, resolution, transform, max_images):
-    """Convert images into a StyleGAN2-ADA training archive (dataset.json labels carried over)."""
+@click.option('--check', 'check_path', metavar='DATA', help='Only scan the dataset DATA fully; exit 1 on any problem.')
+def main(source, dest, resolution, transform, max_images, check_path):
+    """Convert images into a StyleGAN2-ADA training archive (dataset.json labels carried over),
+    or check an existing one with --check DATA."""
+    if check_path is not None:
+        others = [flag for flag, value in (('--source', source), ('--dest', dest), ('--resolution', resolution),
+                                           ('--transform', transform), ('--max-images', max_images)) if value]
+        if others:
+            raise click.UsageError(f'--check scans a dataset and takes no other option; drop {", ".join(others)}')
+        if check_dataset(check_path, echo=click.echo):
+            raise SystemExit(1)
+        return
+    for flag, value in (('--source', source), ('--dest', dest)):
+        if value is None:
+            raise click.UsageError(f'Missing option {flag} (or give --check DATA to scan a dataset)')
     try:
         count = convert_dataset(source, dest, resolution=resolution, transform=transform, max_images=max_images)
     except DatasetError as e:

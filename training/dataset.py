@@ -23,8 +23,23 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')  # Compared case-insensitively.
 _CHANNELS_BY_MODE = {'L': 1, 'RGB': 3}        # PIL modes we read as-is; anything else is rejected.
 
 
+MAX_CLASS_LABEL = 2**16 - 1        # Largest class index in dataset.json (labels become one-hot vectors).
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)  # Read by zipfile.
+
+
 class DatasetError(dnnlib.util.UserError, ValueError):
-    """Bad training data or dataset options; the message is meant for the user as it is."""
+    """Bad training data or dataset options; the message is meant for the user as it is.
+
+    Always one line: text from the data cannot break it, and when a DataLoader worker re-raises
+    one in the main process (as "Caught DatasetError in DataLoader worker ...\n<traceback>"), only
+    the original message is kept.
+    """
+
+    def __init__(self, message: str = ''):
+        message = str(message)
+        if message.startswith('Caught DatasetError') and 'DatasetError: ' in message:
+            message = message.rstrip().rsplit('DatasetError: ', 1)[1]
+        super().__init__(dnnlib.util.one_line(message))
 
 # ---------------------------------------------------------------------------------------------
 # Reading a directory or a zip archive.
@@ -51,11 +66,28 @@ class ImageArchive:
                 names += [os.path.relpath(os.path.join(root, f), self.path).replace(os.sep, '/') for f in files]
         elif zipfile.is_zipfile(self.path):
             self.kind = 'zip'
-            names = self._zip().namelist()
+            names = self._check_zip_directory()
         else:
             raise DatasetError(f'{what} {self.path}: not a directory or a .zip archive')
         self.all_names = set(names)
         self.image_names = sorted(n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS)
+
+    def _check_zip_directory(self) -> list[str]:
+        """Member names of the zip, after checking its directory: readable, every member stored with
+        a compression method zipfile reads, none encrypted."""
+        try:
+            infos = self._zip().infolist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+            raise DatasetError(f'{self.what} {self.path}: the zip directory is damaged ({type(e).__name__}: {e}); '
+                               f'recreate the archive (e.g. with dataset_tool.py)') from None
+        for info in infos:
+            if info.compress_type not in _ZIP_METHODS:
+                raise DatasetError(f'{self.path}:{info.filename}: zip compression method {info.compress_type} is not '
+                                   f'supported (use stored or deflate); recreate the archive with dataset_tool.py')
+            if info.flag_bits & 0x1:
+                raise DatasetError(f'{self.path}:{info.filename}: the member is encrypted; '
+                                   f'recreate the archive without a password')
+        return [info.filename for info in infos]
 
     def _zip(self) -> zipfile.ZipFile:
         # One handle per process: a handle inherited through fork shares its file offset with the
@@ -88,8 +120,10 @@ class ImageArchive:
         try:
             with self.open('dataset.json') as f:
                 meta = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DatasetError(f'{where}: not valid JSON ({e})') from None
+        except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors.
+            raise DatasetError(f'{where}: not valid JSON, or nested too deeply ({type(e).__name__}: {e})') from None
+        except (OSError, zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as e:
+            raise DatasetError(f'{where}: cannot read the file ({type(e).__name__}: {e})') from None
         if not isinstance(meta, dict) or 'labels' not in meta:
             raise DatasetError(f'{where}: expected an object with a "labels" key')
         labels = meta['labels']
@@ -110,13 +144,56 @@ class ImageArchive:
 
 
 def image_header(archive: ImageArchive, name: str) -> tuple[int, int, str]:
-    """(width, height, PIL mode) of one image, reading only its header."""
+    """(width, height, PIL mode) of one image, reading only its header. A header claiming more
+    pixels than PIL's decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`) is an error."""
     try:
         with archive.open(name) as f:
             with PIL.Image.open(f) as img:
                 return img.size[0], img.size[1], img.mode
-    except (PIL.UnidentifiedImageError, OSError) as e:
-        raise DatasetError(f'{archive.describe(name)}: cannot read image ({e})') from None
+    except PIL.Image.DecompressionBombError as e:
+        raise DatasetError(f'{archive.describe(name)}: image header claims too many pixels ({e}); '
+                           f'remove the file or shrink the image') from None
+    except Exception as e:  # PIL and zipfile raise many types (OSError, SyntaxError, BadZipFile, ...).
+        raise DatasetError(f'{archive.describe(name)}: cannot read image ({type(e).__name__}: {e})') from None
+
+
+def decode_image(archive: ImageArchive, name: str) -> np.ndarray:
+    """All pixels of one image as uint8 [H, W] or [H, W, C]; a one-line DatasetError naming the
+    file when they cannot be decoded (damaged data, zip CRC error, bomb-sized header)."""
+    try:
+        with archive.open(name) as f:
+            with PIL.Image.open(f) as img:
+                return np.array(img)
+    except Exception as e:  # Any decoding failure of file data is the data's problem, not ours.
+        raise DatasetError(f'{archive.describe(name)}: cannot decode image ({type(e).__name__}: {e})') from None
+
+
+def labels_to_array(values: list, names: list[str], where: str) -> np.ndarray:
+    """dataset.json labels of `names` -> int64 [N] class indices in [0, MAX_CLASS_LABEL], or
+    float32 [N, D] finite vectors. Anything else is a one-line DatasetError naming `where` and
+    the first bad item."""
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        for name, v in zip(names, values):
+            if not 0 <= v <= MAX_CLASS_LABEL:
+                raise DatasetError(f'{where}: class label of {name} is {v}; class labels must be integers in '
+                                   f'[0, {MAX_CLASS_LABEL}]')
+        return np.array(values, dtype=np.int64)
+    vector_rule = 'labels must all be integers (classes) or all lists of numbers of the same length'
+    for name, v in zip(names, values):
+        if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            raise DatasetError(f'{where}: label of {name} is not a list of numbers; {vector_rule}')
+    try:
+        with np.errstate(over='ignore'):
+            array = np.array(values, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError):
+        raise DatasetError(f'{where}: {vector_rule}') from None
+    if array.ndim != 2:
+        raise DatasetError(f'{where}: {vector_rule}')
+    bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if bad.size:
+        raise DatasetError(f'{where}: label of {names[bad[0]]} is not finite in float32 (NaN, inf or beyond '
+                           f'+-3.4e38; {bad.size} such label(s)); fix the labels')
+    return array
 
 
 def is_power_of_two(n: int) -> bool:
@@ -313,11 +390,14 @@ class ImageFolderDataset(Dataset):
 
     def _load_raw_image(self, raw_idx: int) -> np.ndarray:
         fname = self._image_fnames[raw_idx]
-        with self._archive.open(fname) as f:
-            image = np.array(PIL.Image.open(f))
+        image = decode_image(self._archive, fname)
         if image.ndim == 2:
             image = image[:, :, np.newaxis]  # HW => HWC
-        return image.transpose(2, 0, 1)      # HWC => CHW
+        image = image.transpose(2, 0, 1)     # HWC => CHW
+        if list(image.shape) != self.image_shape or image.dtype != np.uint8:
+            raise DatasetError(f'{self._archive.describe(fname)}: decodes to {image.dtype} {list(image.shape)} '
+                               f'(CHW), but the dataset is uint8 {self.image_shape}; convert it with dataset_tool.py')
+        return image
 
     def _load_raw_labels(self) -> np.ndarray:
         labels = self._archive.read_labels()
@@ -328,20 +408,7 @@ class ImageFolderDataset(Dataset):
         missing = [f for f in self._image_fnames if f not in labels]
         if missing:
             raise DatasetError(f'{where}: no label for {len(missing)} image(s), e.g. {missing[0]}')
-        values = [labels[f] for f in self._image_fnames]
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            if min(values) < 0:
-                raise DatasetError(f'{where}: class labels must be non-negative integers, found {min(values)}')
-            return np.array(values, dtype=np.int64)
-        try:
-            array = np.array(values, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise DatasetError(f'{where}: labels must all be integers (classes) or all lists of numbers '
-                               f'of the same length') from None
-        if array.ndim != 2:
-            raise DatasetError(f'{where}: labels must all be integers (classes) or all lists of numbers '
-                               f'of the same length')
-        return array
+        return labels_to_array([labels[f] for f in self._image_fnames], self._image_fnames, where)
 
     def close(self) -> None:
         self._archive.close()
@@ -419,6 +486,77 @@ class InfiniteSampler(torch.utils.data.Sampler):
                     j = (i - offsets[k]) % n
                     order[i], order[j] = order[j], order[i]
                 step += 1
+
+# ---------------------------------------------------------------------------------------------
+# Full scan (dataset_tool.py --check).
+
+
+def scan_dataset(path: str, what: str = '--check') -> tuple[int, list[str]]:
+    """Read every item of the dataset at `path` completely: the archive's directory, every image
+    (all bytes, so a zip CRC error shows, then every pixel), dataset.json and its labels.
+
+    Returns (items checked, one-line problems). Images must agree with the first one in size and
+    channel count, as `ImageFolderDataset` requires.
+    """
+    try:
+        archive = ImageArchive(path, what=what)
+    except DatasetError as e:
+        return 0, [str(e)]
+    problems, first, checked = [], None, 0
+    try:
+        for name in archive.image_names:
+            checked += 1
+            try:
+                shape = _scan_image(archive, name)
+            except DatasetError as e:
+                problems.append(str(e))
+                continue
+            first = first or (name, shape)
+            if shape != first[1]:
+                problems.append(f'{archive.describe(name)}: image is {shape[1]}x{shape[0]} with {shape[2]} channel(s), '
+                                f'but {first[0]} is {first[1][1]}x{first[1][0]} with {first[1][2]}')
+        if not archive.image_names:
+            problems.append(f'{what} {path}: no PNG or JPEG images found (searched recursively)')
+        if 'dataset.json' in archive.all_names:
+            checked += 1
+            problems += _scan_labels(archive)
+    finally:
+        archive.close()
+    return checked, problems
+
+
+def _scan_image(archive: ImageArchive, name: str) -> tuple[int, int, int]:
+    """(H, W, C) of one fully decoded image; DatasetError naming it when anything is wrong."""
+    width, height, mode = image_header(archive, name)
+    if mode not in _CHANNELS_BY_MODE:
+        raise DatasetError(f'{archive.describe(name)}: image mode {mode} is not supported (1 or 3 channels)')
+    try:
+        with archive.open(name) as f:
+            data = f.read()  # To the end: zipfile checks the CRC there.
+        with PIL.Image.open(io.BytesIO(data)) as img:
+            pixels = np.array(img)
+    except Exception as e:  # Damaged file data in any way PIL or zipfile can report it.
+        raise DatasetError(f'{archive.describe(name)}: cannot decode image ({type(e).__name__}: {e})') from None
+    shape = (*pixels.shape[:2], 1 if pixels.ndim == 2 else pixels.shape[2])
+    if shape != (height, width, _CHANNELS_BY_MODE[mode]) or pixels.dtype != np.uint8:
+        raise DatasetError(f'{archive.describe(name)}: decodes to {pixels.dtype} {list(pixels.shape)}, but its header '
+                           f'says {width}x{height} {mode}')
+    return shape
+
+
+def _scan_labels(archive: ImageArchive) -> list[str]:
+    where = archive.describe('dataset.json')
+    try:
+        labels = archive.read_labels()
+        if labels is None:
+            return []
+        missing = [n for n in archive.image_names if n not in labels]
+        if missing:
+            return [f'{where}: no label for {len(missing)} image(s), e.g. {missing[0]}']
+        labels_to_array([labels[n] for n in archive.image_names], archive.image_names, where)
+    except DatasetError as e:
+        return [str(e)]
+    return []
 
 # ---------------------------------------------------------------------------------------------
 # Writing archives in the official layout.

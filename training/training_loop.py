@@ -36,6 +36,7 @@ from training import logging_sinks
 from training import loop_setup
 from training import loop_snapshot
 from training import loop_state
+from training.dataset import DatasetError
 from training.loop_snapshot import Progress
 
 
@@ -259,7 +260,13 @@ def training_step(ctx: Context) -> None:
 def _next_reals(ctx: Context, rounds: int):
     if ctx.data_iter is None:
         return [None] * rounds, [None] * rounds
-    img, c = next(ctx.data_iter)
+    try:
+        img, c = next(ctx.data_iter)
+    except DatasetError as e:  # A bad item met mid-run; the snapshots written so far are untouched.
+        raise DatasetError(f'{e}. Training stopped at {ctx.progress.cur_nimg / 1000:g} kimg; the last snapshot '
+                           f'({ctx.last_snapshot or "none yet"}) is intact: fix or remove the file (python '
+                           f'dataset_tool.py --check DATA lists every bad item), then re-run the same command '
+                           f'to continue from it') from None
     img = (img.to(ctx.device).to(torch.float32) / 127.5 - 1).split(ctx.opts.batch_gpu)  # uint8 -> [-1, 1]
     c = c.to(ctx.device).to(torch.float32).split(ctx.opts.batch_gpu)
     return img, c
