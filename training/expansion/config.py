@@ -105,6 +105,8 @@ def load_expansion_config(path: str, w_dim: int, img_resolution: int = None, img
             cfg = json.load(f)
     except json.JSONDecodeError as err:
         raise ExpansionConfigError([f'{source}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}']) from err
+    except RecursionError:
+        raise ExpansionConfigError([f'{source}: JSON nests too deeply to be a config']) from None
     except (OSError, UnicodeDecodeError) as err:
         raise ExpansionConfigError([f'{source}: cannot be read ({err})']) from err
     return parse_expansion_config(cfg, w_dim, img_resolution=img_resolution, img_channels=img_channels,
