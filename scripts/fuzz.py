@@ -517,6 +517,8 @@ def run_campaign(target: str, n: int, seed: int = 0, crash_dir: str | None = Non
             log(f'  crash at {target} input {current}: {crash}')
             index = current + 1
         stderr.close()
+        log(f'  {target}: {summary.tried}/{n} inputs, {summary.clean} clean errors, {summary.crashes} crashes, '
+            f'{time.time() - begin:.0f} s')
     summary.seconds = time.time() - begin
     return summary
 
