@@ -286,6 +286,13 @@ def _module_from_record(record: persistence.PersistentRecord, path: str, source:
     return module
 
 
+# What every caller may rely on in a loaded snapshot's networks (checked in `_finish`).
+_NETWORK_ATTRIBUTES = {
+    'generator': ('z_dim', 'c_dim', 'w_dim', 'img_resolution', 'img_channels', 'mapping', 'synthesis'),
+    'discriminator': ('c_dim', 'img_resolution', 'img_channels'),
+}
+
+
 def _finish(data: Any, source: str, force_fp16: bool) -> dict:
     """Check the top-level layout, fill the optional keys, upgrade placeholders, apply force_fp16."""
     if isinstance(data, tuple) and len(data) == 3:
@@ -301,6 +308,11 @@ def _finish(data: Any, source: str, force_fp16: bool) -> dict:
     for key in NETWORK_KEYS:
         if not isinstance(data[key], torch.nn.Module):
             raise SnapshotError(f"{source}: '{key}' is a {type(data[key]).__name__}, not a network")
+        role = 'discriminator' if key == 'D' else 'generator'
+        missing = [a for a in _NETWORK_ATTRIBUTES[role] if not isinstance(getattr(data[key], a, None), (int, torch.nn.Module))]
+        if missing:
+            raise SnapshotError(f"{source}: '{key}' is a {type(data[key]).__name__}, not a {role} "
+                                f"(it lacks {', '.join(missing)})")
     data.setdefault('training_set_kwargs', None)
     data.setdefault('augment_pipe', None)
     if isinstance(data['augment_pipe'], AugmentPipeState) and _augment_pipe_class() is not None:
