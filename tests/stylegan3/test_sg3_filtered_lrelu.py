@@ -21,10 +21,12 @@ def unfused(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
     return upfirdn2d.upfirdn2d_ref(x, fd, down=down, flip_filter=flip_filter)
 
 
+@pytest.mark.parametrize('matrix_max_size', [0, 256])  # depthwise convolutions / matrix products
 @pytest.mark.parametrize('radial', [False, True])
 @pytest.mark.parametrize('flip_filter', [False, True])
 @pytest.mark.parametrize('up, down, padding', [(2, 2, [9, 8, 9, 8]), (4, 2, [-2, -5, -1, -4]), (1, 1, 0)])
-def test_matches_the_unfused_definition(radial, flip_filter, up, down, padding):
+def test_matches_the_unfused_definition(radial, flip_filter, up, down, padding, matrix_max_size, monkeypatch):
+    monkeypatch.setattr(filtered_lrelu, 'MATRIX_MAX_SIZE', matrix_max_size)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn([2, 3, 11, 13], generator=gen) * 3
     b = torch.randn([3], generator=gen)

@@ -9,6 +9,10 @@ Per channel of `x [N, C, H, W]` (stylegan3-network-format.md, SynthesisLayer ste
 Both convolutions are true convolutions (the filter is flipped relative to `F.conv2d`) unless
 `flip_filter=True`; a 1-D filter is applied separably (along the width, then the height).
 
+Separable filters on maps up to `MATRIX_MAX_SIZE` pixels run as banded matrix products (one per
+axis: zero insertion, padding, filter and decimation in one matrix), larger maps and 2-D filters as
+depthwise convolutions; both compute the same sums (tests compare them with the unfused ops).
+
 `impl='ref'` is the pure-PyTorch definition and the only implementation we ship: we have no CUDA
 kernel of our own for this op yet, so `impl='cuda'` also runs the reference path on CUDA tensors
 (it is correct and differentiable, only slower and heavier on memory than a fused kernel).
@@ -76,10 +80,16 @@ def filtered_lrelu_ref(x: torch.Tensor, fu: torch.Tensor | None = None, fd: torc
                          f'filters of {fu_w} / {fd_w} taps leaves no output pixels')
 
     x = bias_act.bias_act(x, b, impl='ref')                                                  # (a)
-    x = upfirdn2d.upfirdn2d(x, fu, up=up, padding=[px0, px1, py0, py1], gain=up ** 2,       # (b)
-                            flip_filter=flip_filter, impl='ref')
+    if _use_matrices(x, fu, up, out_h, out_w):                                              # (b)
+        x = _resample_separable(x, fu, up, 1, (px0, px1), (py0, py1), up, flip_filter)
+    else:
+        x = upfirdn2d.upfirdn2d(x, fu, up=up, padding=[px0, px1, py0, py1], gain=up ** 2,
+                                flip_filter=flip_filter, impl='ref')
     x = bias_act.bias_act(x, act='lrelu', alpha=slope, gain=gain, clamp=clamp, impl='ref')  # (c)
-    x = _filter_downsample(x, fd, down, flip_filter)                                        # (d)
+    if _use_matrices(x, fd, down, out_h, out_w):                                            # (d)
+        x = _resample_separable(x, fd, 1, down, (0, 0), (0, 0), 1, flip_filter)
+    else:
+        x = _filter_downsample(x, fd, down, flip_filter)
     assert x.shape[2:] == (out_h, out_w), f'filtered_lrelu: got {list(x.shape[2:])}, expected {[out_h, out_w]}'
     return x
 
@@ -97,3 +107,43 @@ def _filter_downsample(x: torch.Tensor, f: torch.Tensor | None, down: int, flip_
         return F.conv2d(x, f[None, None].repeat(channels, 1, 1, 1), stride=down, groups=channels)
     x = F.conv2d(x, f[None, None, None, :].repeat(channels, 1, 1, 1), stride=(1, down), groups=channels)  # width
     return F.conv2d(x, f[None, None, :, None].repeat(channels, 1, 1, 1), stride=(down, 1), groups=channels)  # height
+
+
+# Feature maps up to this many pixels per side are resampled by matrix products (below).
+MATRIX_MAX_SIZE = 256
+
+
+def _use_matrices(x: torch.Tensor, f: torch.Tensor | None, factor: int, out_h: int, out_w: int) -> bool:
+    """Separable (or no) filter on a small map: CPU BLAS beats depthwise convolution there by ~10x."""
+    return (f is None or f.ndim == 1) and max(x.shape[2], x.shape[3]) * factor <= MATRIX_MAX_SIZE
+
+
+def _resample_matrix(size: int, f: torch.Tensor | None, up: int, down: int, pad: tuple[int, int], gain: float,
+                     flip_filter: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """One axis of upfirdn2d as a `[size, size_out]` matrix M, so that `y = x @ M`.
+
+    With zero insertion, padding `pad` (negative crops), a true convolution with the taps `f`
+    (times `gain`) and decimation, output j reads input i through tap `i*up + pad[0] - j*down`
+    of the flipped filter (correlation taps when `flip_filter`), or not at all outside the filter.
+    """
+    taps = torch.ones([1], device=device) if f is None else f.to(device)
+    if not flip_filter:
+        taps = taps.flip(0)
+    size_full = size * up + pad[0] + pad[1] - taps.numel() + 1     # before decimation
+    size_out = (size_full + down - 1) // down
+    i = torch.arange(size, device=device).unsqueeze(1)
+    j = torch.arange(size_out, device=device).unsqueeze(0)
+    k = i * up + pad[0] - j * down                                    # [size, size_out] tap index
+    inside = (k >= 0) & (k < taps.numel())
+    matrix = torch.where(inside, taps[k.clamp(0, taps.numel() - 1)], torch.zeros([], device=device))
+    return (matrix * gain).to(dtype)
+
+
+def _resample_separable(x: torch.Tensor, f: torch.Tensor | None, up: int, down: int, pad_x: tuple[int, int],
+                        pad_y: tuple[int, int], gain_per_axis: float, flip_filter: bool) -> torch.Tensor:
+    """`upfirdn2d(x, f, up, down, padding, gain=gain_per_axis**2)` for a 1-D (separable) filter, as
+    two matrix products: along the width, then along the height."""
+    mat_x = _resample_matrix(x.shape[3], f, up, down, pad_x, gain_per_axis, flip_filter, x.dtype, x.device)
+    mat_y = _resample_matrix(x.shape[2], f, up, down, pad_y, gain_per_axis, flip_filter, x.dtype, x.device)
+    x = torch.matmul(x, mat_x)                                        # [N, C, H, W_out]
+    return torch.matmul(mat_y.t(), x)                                 # [N, C, H_out, W_out]
