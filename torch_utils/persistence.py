@@ -480,6 +480,11 @@ def _safe_codecs_encode(obj, encoding='utf-8', errors='strict'):
         raise UnsafePickleError(f'_codecs.encode is only allowed as (str, "latin1"), got encoding {encoding!r}')
     return obj.encode('latin1')
 
+def _safe_empty_bytes(*args):
+    if args:
+        raise UnsafePickleError('builtins.bytes is only allowed without arguments (protocol 2 empty bytes)')
+    return b''
+
 # ---------------------------------------------------------------------------------------------
 # The restricted unpickler.
 
@@ -631,6 +636,7 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ('builtins', 'set'): set,           # protocols <= 3 write sets this way
     ('builtins', 'frozenset'): frozenset,
     ('_codecs', 'encode'): _safe_codecs_encode,  # protocols <= 2 write bytes this way
+    ('builtins', 'bytes'): _safe_empty_bytes,    # ... and empty bytes as bytes()
     **_NUMPY_GLOBALS,
 }
 # Same, resolved on first use (numpy and dnnlib are imported only when a pickle needs them).
