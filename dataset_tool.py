@@ -2,6 +2,14 @@
 
     python dataset_tool.py --source ~/photos --dest ~/datasets/photos256.zip \\
         --resolution 256x256 --transform center-crop
+    python dataset_tool.py --source ~/downloads/cifar-10-python.tar.gz --dest ~/datasets/cifar10.zip
+    python dataset_tool.py --source ~/downloads/lsun/bedroom_train_lmdb --dest ~/datasets/bedroom256.zip \\
+        --width 256 --height 256 --transform center-crop --resize-filter box
+
+Sources, as with the official tool (training/dataset_sources.py): a folder or zip of PNG/JPEG
+images, an LSUN LMDB folder, CIFAR-10's `cifar-10-python.tar.gz` (with class labels) or MNIST's
+`train-images-idx3-ubyte.gz` (with labels; padded to 32x32). `--width W --height H` is the
+official spelling of `--resolution WxH`; `--resize-filter` is lanczos (default) or box.
 
 Output: `00000/img00000000.png`, ... plus `dataset.json` (the source's labels, when it has a
 dataset.json, mapped to the new names; otherwise `{"labels": null}`). Written atomically.
@@ -13,9 +21,11 @@ import click
 import numpy as np
 import PIL.Image
 
-from training.dataset import DatasetError, DatasetWriter, ImageArchive, image_header, is_power_of_two, scan_dataset
+from training.dataset import DatasetError, DatasetWriter, image_header, is_power_of_two, scan_dataset
+from training.dataset_sources import open_source
 
 TRANSFORMS = ('center-crop', 'center-crop-wide')
+RESIZE_FILTERS = {'lanczos': PIL.Image.LANCZOS, 'box': PIL.Image.BOX}  # --resize-filter (official choices)
 
 
 def parse_resolution(text: str | None) -> tuple[int, int] | None:
@@ -28,10 +38,22 @@ def parse_resolution(text: str | None) -> tuple[int, int] | None:
     return int(m.group(1)), int(m.group(2))
 
 
-def _resize(img: PIL.Image.Image, width: int, height: int) -> PIL.Image.Image:
+def resolution_from_flags(resolution: str | None, width: int | None, height: int | None) -> str | tuple | None:
+    """--resolution WxH, or the official --width W --height H (both), as what convert_dataset takes."""
+    if width is None and height is None:
+        return resolution
+    if resolution is not None:
+        raise DatasetError('--width/--height and --resolution say the same thing; give one of them')
+    if width is None or height is None or width < 1 or height < 1:
+        raise DatasetError(f'--width and --height go together, as positive integers (got --width {width} '
+                           f'--height {height})')
+    return width, height
+
+
+def _resize(img: PIL.Image.Image, width: int, height: int, resize_filter: str = 'lanczos') -> PIL.Image.Image:
     if img.size == (width, height):
         return img
-    return img.resize((width, height), PIL.Image.LANCZOS)
+    return img.resize((width, height), RESIZE_FILTERS[resize_filter])
 
 
 def _crop_centre(img: PIL.Image.Image, aspect: float) -> PIL.Image.Image:
@@ -43,8 +65,9 @@ def _crop_centre(img: PIL.Image.Image, aspect: float) -> PIL.Image.Image:
     return img.crop((x0, y0, x0 + cw, y0 + ch))
 
 
-def transform_image(img: PIL.Image.Image, resolution: tuple[int, int] | None, transform: str | None) -> PIL.Image.Image:
-    """Apply --resolution / --transform to one image.
+def transform_image(img: PIL.Image.Image, resolution: tuple[int, int] | None, transform: str | None,
+                    resize_filter: str = 'lanczos') -> PIL.Image.Image:
+    """Apply --resolution / --transform to one image (resampling with --resize-filter).
 
     - no transform: resize to WxH when --resolution is given (aspect ratio not kept), else unchanged;
     - center-crop: largest centred square, resized to WxH;
@@ -52,12 +75,12 @@ def transform_image(img: PIL.Image.Image, resolution: tuple[int, int] | None, tr
       above and below) into a WxW square, for wide subjects such as cars.
     """
     if transform is None:
-        return img if resolution is None else _resize(img, *resolution)
+        return img if resolution is None else _resize(img, *resolution, resize_filter)
     width, height = resolution
     if transform == 'center-crop':
-        return _resize(_crop_centre(img, 1.0), width, height)
+        return _resize(_crop_centre(img, 1.0), width, height, resize_filter)
     assert transform == 'center-crop-wide', transform
-    band = _resize(_crop_centre(img, width / height), width, height)
+    band = _resize(_crop_centre(img, width / height), width, height, resize_filter)
     canvas = PIL.Image.new(img.mode, (width, width))
     canvas.paste(band, (0, (width - height) // 2))
     return canvas
@@ -86,15 +109,17 @@ def _check_options(resolution, transform) -> None:
 
 
 def convert_dataset(source: str, dest: str, resolution: str | tuple | None = None, transform: str | None = None,
-                    max_images: int | None = None) -> int:
-    """Convert the images of `source` (directory or zip) into the archive `dest` (.zip or directory).
+                    max_images: int | None = None, resize_filter: str = 'lanczos') -> int:
+    """Convert the images of `source` into the archive `dest` (.zip or directory).
 
     Args:
-        source:     input directory (searched recursively) or zip of PNG/JPEG files.
+        source:     input directory (searched recursively) or zip of PNG/JPEG files, an LSUN LMDB
+                    folder, cifar-10-python.tar.gz or train-images-idx3-ubyte.gz (dataset_sources).
         dest:       output .zip, or a new/empty directory.
         resolution: 'WxH' string or (W, H); None keeps the source size (which must then be square).
         transform:  None, 'center-crop' or 'center-crop-wide' (see `transform_image`).
         max_images: convert only the first N images (in sorted name order); None = all.
+        resize_filter: 'lanczos' or 'box' (PIL resampling filter of every resize).
     Returns:
         number of images written. Raises `DatasetError` (one line) for bad options or images.
     """
@@ -103,8 +128,10 @@ def convert_dataset(source: str, dest: str, resolution: str | tuple | None = Non
     _check_options(resolution, transform)
     if max_images is not None and max_images < 1:
         raise DatasetError(f'--max-images must be at least 1, got {max_images}')
+    if resize_filter not in RESIZE_FILTERS:
+        raise DatasetError(f"--resize-filter: unknown filter '{resize_filter}'; choose one of {', '.join(RESIZE_FILTERS)}")
 
-    archive = ImageArchive(source, what='--source')
+    archive = open_source(source, what='--source')
     names = archive.image_names[:max_images] if max_images is not None else archive.image_names
     if not names:
         raise DatasetError(f'--source {source}: no PNG or JPEG images found (searched recursively)')
@@ -121,13 +148,13 @@ def convert_dataset(source: str, dest: str, resolution: str | tuple | None = Non
     gray = all(mode in ('L', '1') for mode in modes)
 
     try:
-        count = _write_images(archive, names, labels, gray, dest, resolution, transform, source)
+        count = _write_images(archive, names, labels, gray, dest, resolution, transform, source, resize_filter)
     finally:
         archive.close()
     return count
 
 
-def _write_images(archive, names, labels, gray, dest, resolution, transform, source) -> int:
+def _write_images(archive, names, labels, gray, dest, resolution, transform, source, resize_filter) -> int:
     """Transform and write every image; the archive appears only when all succeeded."""
     expected = None  # (name, size) of the first output image; all others must match it.
     with DatasetWriter(dest) as writer:
@@ -138,7 +165,7 @@ def _write_images(archive, names, labels, gray, dest, resolution, transform, sou
                     img = img.convert('L' if gray else 'RGB')
             except Exception as e:  # A readable header with damaged pixel data (truncated file, zip CRC error, ...).
                 raise DatasetError(f'{archive.describe(name)}: cannot read image ({e})') from None
-            img = transform_image(img, resolution, transform)
+            img = transform_image(img, resolution, transform, resize_filter)
             if expected is None:
                 expected = (name, img.size)
                 w, h = img.size
@@ -168,17 +195,23 @@ def check_dataset(path: str, echo=print) -> int:
 
 
 @click.command()
-@click.option('--source', metavar='PATH', help='Input directory or zip of PNG/JPEG images.')
+@click.option('--source', metavar='PATH', help='Input folder or zip of PNG/JPEG images, LSUN LMDB folder, '
+                                                'cifar-10-python.tar.gz or train-images-idx3-ubyte.gz.')
 @click.option('--dest', metavar='PATH', help='Output .zip or (new/empty) directory.')
 @click.option('--resolution', metavar='WxH', help='Resize every image to this size.')
+@click.option('--width', type=int, metavar='W', help='Output width (official spelling; with --height).')
+@click.option('--height', type=int, metavar='H', help='Output height (official spelling; with --width).')
+@click.option('--resize-filter', type=click.Choice(list(RESIZE_FILTERS)), default='lanczos', show_default=True,
+              help='Resampling filter of every resize.')
 @click.option('--transform', type=click.Choice(TRANSFORMS), help='Crop before resizing (needs --resolution).')
 @click.option('--max-images', type=int, metavar='N', help='Convert only the first N images.')
 @click.option('--check', 'check_path', metavar='DATA', help='Only scan the dataset DATA fully; exit 1 on any problem.')
-def main(source, dest, resolution, transform, max_images, check_path):
+def main(source, dest, resolution, width, height, resize_filter, transform, max_images, check_path):
     """Convert images into a StyleGAN2-ADA training archive (dataset.json labels carried over),
     or check an existing one with --check DATA."""
     if check_path is not None:
         others = [flag for flag, value in (('--source', source), ('--dest', dest), ('--resolution', resolution),
+                                           ('--width', width), ('--height', height),
                                            ('--transform', transform), ('--max-images', max_images)) if value]
         if others:
             raise click.UsageError(f'--check scans a dataset and takes no other option; drop {", ".join(others)}')
@@ -189,7 +222,9 @@ def main(source, dest, resolution, transform, max_images, check_path):
         if value is None:
             raise click.UsageError(f'Missing option {flag} (or give --check DATA to scan a dataset)')
     try:
-        count = convert_dataset(source, dest, resolution=resolution, transform=transform, max_images=max_images)
+        resolution = resolution_from_flags(resolution, width, height)
+        count = convert_dataset(source, dest, resolution=resolution, transform=transform, max_images=max_images,
+                                resize_filter=resize_filter)
     except DatasetError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f'Wrote {count} images to {dest}')
