@@ -122,11 +122,13 @@ def setup(options: dict, rank: int, world_size: int, device: torch.device, conti
     loop_setup.check_dataset_matches(training_set, opts.G_kwargs)
     G, D, G_ema = loop_setup.build_networks(opts.G_kwargs, opts.D_kwargs, device)
     augment_pipe = loop_setup.build_augment_pipe(opts.augment_kwargs, opts.augment_p, opts.ada_target, device)
-    resume_state = _load_initial_weights(opts, continue_pkl, G, D, G_ema, log)
+    resume_state, start_snapshot = _load_initial_weights(opts, continue_pkl, G, D, G_ema, log)
     for module in (G, D, G_ema):
         distributed.broadcast_module_(module)
 
-    loss = loop_setup.build_loss(opts.loss_kwargs, G, D, augment_pipe, opts.batch_gpu, device)
+    loss = loop_setup.build_loss(opts.loss_kwargs, G, D, G_ema, augment_pipe, opts.batch_gpu, device,
+                                 snapshot=start_snapshot)
+    del start_snapshot  # Its networks are copied into G, D, G_ema; the loss took what it needs.
     phases = loop_setup.check_phases(loss.get_phases(opts.G_reg_interval, opts.D_reg_interval))
     optimizers, params = loop_setup.build_optimizers(loss, G, D, opts.G_opt_kwargs, opts.D_opt_kwargs,
                                                      opts.G_reg_interval, opts.D_reg_interval)
@@ -160,15 +162,19 @@ def setup(options: dict, rank: int, world_size: int, device: torch.device, conti
     return ctx
 
 
-def _load_initial_weights(opts, continue_pkl, G, D, G_ema, log) -> dict | None:
-    """Load the snapshot to continue (returns its resume_state) or the --resume weights (returns None)."""
+def _load_initial_weights(opts, continue_pkl, G, D, G_ema, log) -> tuple[dict | None, dict | None]:
+    """Load the snapshot to continue or the --resume weights into G, D, G_ema.
+
+    Returns `(resume_state, snapshot)`: the continued snapshot's resume_state (None for --resume
+    weights or a fresh start) and the loaded snapshot dict (None for a fresh start), read once.
+    """
     from training import snapshot_io
     if continue_pkl is not None:
         data = snapshot_io.load_network_pkl(continue_pkl)
         loop_setup.load_networks_from(data, G, D, G_ema, continue_pkl)
         state = loop_snapshot.load_resume_state(data, continue_pkl)
         log(f'Continuing from {continue_pkl} at {state["progress"]["cur_nimg"] / 1000:g} kimg')
-        return state
+        return state, data
     if opts.resume_pkl == 'latest':
         raise ValueError("resume_pkl='latest' names no file: training.launch resolves it into continue_pkl")
     if opts.resume_pkl:
@@ -177,7 +183,8 @@ def _load_initial_weights(opts, continue_pkl, G, D, G_ema, log) -> dict | None:
         loop_setup.load_networks_from(data, G, D, G_ema, opts.resume_pkl)
         log(f'Resuming weights from {opts.resume_pkl} (counters, optimizer state and ADA p start fresh; '
             f're-run the same command or use --resume latest to continue a run exactly)')
-    return None
+        return None, data
+    return None, None
 
 
 def _describe(ctx: Context) -> None:
@@ -400,11 +407,14 @@ def _report_tick(ctx: Context, tick_end_time: float, tick_kimg: float) -> None:
     tick_sec = tick_end_time - ctx.tick_start_time
     total_sec = tick_end_time - ctx.start_time
     sec_per_kimg = tick_sec / max(tick_kimg, 1e-8)
+    # Time left at this tick's pace (maintenance excluded: snapshots and metrics come on top).
+    eta_sec = max(ctx.opts.total_kimg * 1000 - progress.cur_nimg, 0) / 1000 * sec_per_kimg
     cpu_mem_gb = _cpu_mem_gb()
     fields = [
         f'tick {training_stats.report0("Progress/tick", progress.cur_tick):<5d}',
         f'kimg {training_stats.report0("Progress/kimg", progress.cur_nimg / 1000):<8.{3 if ctx.fractional_kimg else 1}f}',
         f'time {dnnlib.util.format_time(training_stats.report0("Timing/total_sec", total_sec)):<12s}',
+        f'eta {dnnlib.util.format_time(eta_sec):<12s}',
         f'sec/tick {training_stats.report0("Timing/sec_per_tick", tick_sec):<7.1f}',
         f'sec/kimg {training_stats.report0("Timing/sec_per_kimg", sec_per_kimg):<7.2f}',
         f'maintenance {training_stats.report0("Timing/maintenance_sec", ctx.maintenance_time):<6.1f}',
