@@ -107,7 +107,7 @@ def run_expansion(outdir: str, cfg_path: str, data_zip: str, steps: int, batch: 
         workers=0, **lambdas)
     options.loss_kwargs['lpips_random_backbone'] = lpips_random_backbone
     options.logging['tensorboard'] = False
-    launch.launch_training(options, outdir)
+    launch.launch_training(options, outdir, print_options=False)  # full options: training_options.json
     return sorted(glob.glob(os.path.join(outdir, '*', 'network-snapshot-*.pkl')))[-1]
 
 

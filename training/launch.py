@@ -105,10 +105,11 @@ def _remove_failed_run(run_dir: str, new_outdir: str | None = None) -> None:
 # Launching.
 
 
-def launch_training(options: dict, outdir: str, dry_run: bool = False) -> dict | None:
+def launch_training(options: dict, outdir: str, dry_run: bool = False, print_options: bool = True) -> dict | None:
     """Pick the run dir, print the options, save them, and train (in this process, in --gpus
     spawned processes, or as this torchrun rank). Returns the training summary (rank 0) or None
-    for --dry-run."""
+    for --dry-run. `print_options=False` prints one summary line instead of the full options
+    (which are saved in the run folder's training_options.json either way)."""
     options = copy.deepcopy(dict(options))
     info = distributed.torchrun_info()
     rank = info.rank if info is not None else 0
@@ -123,7 +124,7 @@ def launch_training(options: dict, outdir: str, dry_run: bool = False) -> dict |
     if info is not None:
         return _run_torchrun_rank(options, plan, info)
     options['run_dir'] = plan['run_dir']
-    print(json.dumps(options, indent=2))
+    print(json.dumps(options, indent=2) if print_options else options_summary(options))
     run_dir_is_new, outdir_is_new = not os.path.exists(plan['run_dir']), not os.path.exists(outdir)
     prepare_run_dir(options, plan)
     print(f'Run directory: {plan["run_dir"]} ({plan["mode"]})')
@@ -134,6 +135,15 @@ def launch_training(options: dict, outdir: str, dry_run: bool = False) -> dict |
         if run_dir_is_new:
             _remove_failed_run(plan['run_dir'], outdir if outdir_is_new else None)
         raise
+
+
+def options_summary(options: dict) -> str:
+    """One line with the options a reader checks first; the rest is in training_options.json."""
+    loss = str(options.get('loss_kwargs', {}).get('class_name', '?')).rsplit('.', 1)[-1]
+    data = options.get('training_set_kwargs') or {}
+    return (f"Training {loss}: {options['total_kimg']:g} kimg, batch {options['batch_size']}, "
+            f"{options.get('num_gpus', 1)} process(es), data {data.get('path', 'none')}, "
+            f"resume {options.get('resume_pkl') or 'none'} (all options: training_options.json in the run folder)")
 
 
 def _run_local_processes(options: dict, plan: dict) -> dict:

@@ -1,4 +1,4 @@
-"""Training tick lines give the time left (ETA) at the tick's pace."""
+"""Progress output: tick lines give the time left (ETA); the demo prints a one-line options summary."""
 
 import types
 
@@ -23,3 +23,16 @@ def test_eta_is_remaining_kimg_at_the_tick_pace():
     line = _tick_line(cur_nimg=100_000, total_kimg=1000, tick_sec=120, tick_kimg=4)
     assert 'eta 7h 30m 00s' in line and line.startswith('tick 3 ')
     assert 'eta 0s' in _tick_line(cur_nimg=1_000_000, total_kimg=1000, tick_sec=120, tick_kimg=4)  # the last tick
+
+
+def test_options_summary_is_one_line_naming_the_key_options(tmp_path):
+    """What the demo prints instead of the full options (launch_training(print_options=False))."""
+    from training import launch, run_options
+    from training.synthetic_data import make_synthetic_dataset
+    data = make_synthetic_dataset(str(tmp_path / 'd.zip'), 8, 16, seed=0)
+    options = run_options.setup_training_options(outdir=str(tmp_path / 'runs'), data=data, cfg='tiny', batch=4,
+                                                 kimg=0.5, metrics='none')
+    line = launch.options_summary(options)
+    assert '\n' not in line and len(line) < 300
+    for part in ('StyleGAN2Loss', '0.5 kimg', 'batch 4', str(data), 'training_options.json'):
+        assert part in line, part
