@@ -21,6 +21,7 @@ source (`snapshot_io.load_network_pkl`).
 
 import copy
 import hashlib
+import importlib
 import inspect
 import os
 import pickle
@@ -50,7 +51,7 @@ def module_source(module_name: str) -> str:
     """The full source text of one of EXPORTABLE_MODULES (one string object per module, so the
     pickle stores it once and refers back to it)."""
     if module_name not in _source_cache:
-        _source_cache[module_name] = inspect.getsource(sys.modules[module_name])
+        _source_cache[module_name] = inspect.getsource(importlib.import_module(module_name))
     return _source_cache[module_name]
 
 
