@@ -24,7 +24,8 @@ from training.expansion.expanded_generator import load_expanded_generator
 
 def generate_aligned(network_pkl: str, seeds: list[int], outdir: str, truncation_psi: float = 1.0,
                      class_idx: int | None = None, domains: str | None = None, grid: bool = True,
-                     device: torch.device = torch.device('cpu'), progress: bool = True) -> dict:
+                     device: torch.device = torch.device('cpu'), progress: bool = True,
+                     allow_task_import: bool = False) -> dict:
     """Render each seed on the base subspace and on the chosen repurposed subspaces.
 
     Args:
@@ -37,13 +38,14 @@ def generate_aligned(network_pkl: str, seeds: list[int], outdir: str, truncation
         grid:           also write the labelled `grid.png`.
         device:         torch device.
         progress:       show a progress bar.
+        allow_task_import: import dotted task types named in the snapshot (--allow-task-import).
 
     Returns:
         {'base': [paths], '<folder>': [paths] per domain, 'grid': path or None}.
     """
     if not seeds:
         raise dnnlib.util.UserError('--seeds: no seeds given')
-    eg = load_expanded_generator(network_pkl, device)
+    eg = load_expanded_generator(network_pkl, device, allow_task_import=allow_task_import)
     if eg.names_note:
         print(f'note: {eg.names_note}')
     c = make_label(eg.G, class_idx, device)
@@ -84,10 +86,13 @@ def generate_aligned(network_pkl: str, seeds: list[int], outdir: str, truncation
 @click.option('--grid/--no-grid', default=True, show_default=True, help='Also write a labelled grid.png.')
 @click.option('--outdir', required=True, metavar='DIR', help='Where to write the images.')
 @click.option('--device', default='cpu', show_default=True, help="Torch device, e.g. 'cpu' or 'cuda'.")
-def main(network_pkl, seeds, truncation_psi, class_idx, domains, grid, outdir, device):
+@click.option('--allow-task-import', is_flag=True, help='Import task classes named by dotted paths in the '
+              "snapshot's expansion_cfg (only for snapshots you trust; default: registered types only).")
+def main(network_pkl, seeds, truncation_psi, class_idx, domains, grid, outdir, device, allow_task_import):
     """Render the same latents on the base subspace and every repurposed subspace."""
     paths = generate_aligned(network_pkl, parse_seeds(seeds), outdir, truncation_psi=truncation_psi,
-                             class_idx=class_idx, domains=domains, grid=grid, device=parse_device(device))
+                             class_idx=class_idx, domains=domains, grid=grid, device=parse_device(device),
+                             allow_task_import=allow_task_import)
     count = sum(len(v) for k, v in paths.items() if k != 'grid')
     print(f'Wrote {count} images to {outdir}' + (f' and {paths["grid"]}' if paths['grid'] else ''))
 

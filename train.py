@@ -21,6 +21,7 @@ import click
 import dnnlib
 from torch_utils import distributed
 from training import presets
+from training.expansion import constants as expansion_defaults
 from training.expansion import evaluation as _expansion_evaluation  # noqa: F401 (registers its metrics)
 from training.launch import launch_training
 from training.run_options import setup_training_options
@@ -70,11 +71,11 @@ from training.run_options import setup_training_options
 # Domain expansion.
 @click.option('--expansion_cfg_file', help='Expansion config (JSON): train a domain-expansion run', metavar='CFG')
 @click.option('--latent_factors_path', help='Saved latent basis (torch.save) [default: factorize G_ema]', metavar='PATH')
-@click.option('--subspace_distance', help='Step along a repurposed direction [default: 20]', type=float, metavar='FLOAT')
-@click.option('--lambda_src', help='Source-domain GAN loss on/off (0 = off; then --data is optional) [default: 1]', type=float, metavar='FLOAT')
-@click.option('--lambda_expand', help='Weight of the expansion (task) losses [default: 1]', type=float, metavar='FLOAT')
-@click.option('--lambda_recon_l2', help='Weight of the base-subspace L2 reconstruction [default: 10]', type=float, metavar='FLOAT')
-@click.option('--lambda_recon_lpips', help='Weight of the base-subspace LPIPS reconstruction [default: 10]', type=float, metavar='FLOAT')
+@click.option('--subspace_distance', help=f'Step along a repurposed direction [default: {expansion_defaults.SUBSPACE_DISTANCE:g}]', type=float, metavar='FLOAT')
+@click.option('--lambda_src', help=f'Source-domain GAN loss on/off (0 = off; then --data is optional) [default: {expansion_defaults.LAMBDA_SRC:g}]', type=float, metavar='FLOAT')
+@click.option('--lambda_expand', help=f'Weight of the expansion (task) losses [default: {expansion_defaults.LAMBDA_EXPAND:g}]', type=float, metavar='FLOAT')
+@click.option('--lambda_recon_l2', help=f'Weight of the base-subspace L2 reconstruction [default: {expansion_defaults.LAMBDA_RECON_L2:g}]', type=float, metavar='FLOAT')
+@click.option('--lambda_recon_lpips', help=f'Weight of the base-subspace LPIPS reconstruction [default: {expansion_defaults.LAMBDA_RECON_LPIPS:g}]', type=float, metavar='FLOAT')
 @click.option('--replay_noise', help='Noise of the frozen replay render: independent (official) or shared with the '
               'trained render (less base drift) [default: independent]', type=click.Choice(['independent', 'shared']))
 def main(outdir, dry_run, gpus, wandb_mode, **flags):

@@ -92,10 +92,11 @@ def seeds_to_ws(eg: ExpandedGenerator, seeds: list[int], c: torch.Tensor, trunca
     return torch.cat([eg.map(torch.from_numpy(seed_to_z(seed, eg.G.z_dim)), c, truncation_psi) for seed in seeds])
 
 
-def _load(network_pkl: str, seeds: list[int], class_idx: int | None, device: torch.device):
+def _load(network_pkl: str, seeds: list[int], class_idx: int | None, device: torch.device,
+          allow_task_import: bool = False):
     if not seeds:
         raise dnnlib.util.UserError('--seeds: no seeds given')
-    eg = load_expanded_generator(network_pkl, device)
+    eg = load_expanded_generator(network_pkl, device, allow_task_import=allow_task_import)
     if eg.names_note:
         print(f'note: {eg.names_note}')
     return eg, make_label(eg.G, class_idx, device)
@@ -118,7 +119,7 @@ def write_video(frames: np.ndarray, path: str, fps: float) -> None:
 
 def traverse(network_pkl: str, seeds: list[int], domain, outdir: str, steps: str | None = None,
              truncation_psi: float = 1.0, class_idx: int | None = None, video: str | None = None,
-             fps: float = 8.0, device: torch.device = torch.device('cpu')) -> dict:
+             fps: float = 8.0, device: torch.device = torch.device('cpu'), allow_task_import: bool = False) -> dict:
     """Render each seed along one domain's direction and write the grid (and animation).
 
     Args:
@@ -132,6 +133,7 @@ def traverse(network_pkl: str, seeds: list[int], domain, outdir: str, steps: str
         video:          path of an animation (.gif or .mp4), or None.
         fps:            animation frames per second.
         device:         torch device.
+        allow_task_import: import dotted task types named in the snapshot (--allow-task-import).
 
     Returns:
         {'grid': path, 'video': path or None, 'steps': [S], 'images': uint8 [len(seeds), S, H, W, C]}.
@@ -139,7 +141,7 @@ def traverse(network_pkl: str, seeds: list[int], domain, outdir: str, steps: str
     check_video_path(video)
     if fps <= 0:
         raise dnnlib.util.UserError(f'--fps: must be positive, got {fps}')
-    eg, c = _load(network_pkl, seeds, class_idx, device)
+    eg, c = _load(network_pkl, seeds, class_idx, device, allow_task_import)
     k = eg.domain_index(domain, '--domain')
     distances = parse_steps(steps, eg.subspace_distance)
     images = eg.render_traverse(seeds_to_ws(eg, seeds, c, truncation_psi), k, distances)  # [S, N, C, H, W]
@@ -157,7 +159,8 @@ def traverse(network_pkl: str, seeds: list[int], domain, outdir: str, steps: str
 
 
 def compose(network_pkl: str, seeds: list[int], weights: str, outdir: str, truncation_psi: float = 1.0,
-            class_idx: int | None = None, pair_steps: int = 5, device: torch.device = torch.device('cpu')) -> dict:
+            class_idx: int | None = None, pair_steps: int = 5, device: torch.device = torch.device('cpu'),
+            allow_task_import: bool = False) -> dict:
     """Render base + a weighted sum of directions per seed, with comparison and pair grids.
 
     Args:
@@ -171,7 +174,7 @@ def compose(network_pkl: str, seeds: list[int], weights: str, outdir: str, trunc
     """
     if pair_steps < 2:
         raise dnnlib.util.UserError(f'--pair-steps: must be at least 2, got {pair_steps}')
-    eg, c = _load(network_pkl, seeds, class_idx, device)
+    eg, c = _load(network_pkl, seeds, class_idx, device, allow_task_import)
     mix = parse_compose(weights, eg)
     ws = seeds_to_ws(eg, seeds, c, truncation_psi)
     columns = [eg.render_compose(ws, {})]                                   # base (all weights 0)
@@ -230,8 +233,10 @@ def _pair_grids(eg: ExpandedGenerator, ws: torch.Tensor, seeds: list[int], a: in
 @click.option('--class', 'class_idx', type=int, default=None, help='Class index (conditional networks).')
 @click.option('--outdir', required=True, metavar='DIR', help='Where to write the grids.')
 @click.option('--device', default='cpu', show_default=True, help="Torch device, e.g. 'cpu' or 'cuda'.")
+@click.option('--allow-task-import', is_flag=True, help='Import task classes named by dotted paths in the '
+              "snapshot's expansion_cfg (only for snapshots you trust; default: registered types only).")
 def main(network_pkl, seeds, domain, steps, video, fps, compose_weights, pair_steps, truncation_psi, class_idx,
-         outdir, device):
+         outdir, device, allow_task_import):
     """Traversal grids/animations along a repurposed direction, or composition grids."""
     if (domain is None) == (compose_weights is None):
         raise dnnlib.util.UserError('give exactly one of --domain (traversal) or --compose (composition)')
@@ -240,11 +245,13 @@ def main(network_pkl, seeds, domain, steps, video, fps, compose_weights, pair_st
     seed_list = parse_seeds(seeds)
     if domain is not None:
         result = traverse(network_pkl, seed_list, domain, outdir, steps=steps, truncation_psi=truncation_psi,
-                          class_idx=class_idx, video=video, fps=fps, device=parse_device(device))
+                          class_idx=class_idx, video=video, fps=fps, device=parse_device(device),
+                          allow_task_import=allow_task_import)
         print(f'Wrote {result["grid"]}' + (f' and {result["video"]}' if result['video'] else ''))
     else:
         result = compose(network_pkl, seed_list, compose_weights, outdir, truncation_psi=truncation_psi,
-                         class_idx=class_idx, pair_steps=pair_steps, device=parse_device(device))
+                         class_idx=class_idx, pair_steps=pair_steps, device=parse_device(device),
+                         allow_task_import=allow_task_import)
         print(f'Wrote {result["grid"]}, {len(result["compose"])} compositions and {len(result["pairs"])} pair grid set(s)')
 
 

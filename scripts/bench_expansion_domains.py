@@ -32,9 +32,10 @@ def time_steps(num_domains: int, steps: int, batch: int, device: torch.device) -
                   mapping_kwargs=dict(num_layers=2),
                   synthesis_kwargs=dict(channel_base=1024, channel_max=64)).train().to(device)
     G.requires_grad_(False)
+    options = dict(lambda_src=0, lambda_recon_lpips=0)
     loss = DomainExpansionLoss(device, G.mapping, G.synthesis, None, expansion_cfg=make_config(num_domains),
-                               batch_gpu=batch, lambda_src=0, lambda_recon_lpips=0,
-                               shared_models=SharedModels(device))
+                               batch_gpu=batch, shared_models=SharedModels(device), **options,
+                               **DomainExpansionLoss.resolve_inputs(options, G=G, G_ema=G, snapshot=None))
     params = loss.trainable_params('G', G)
     for p in params:
         p.requires_grad_(True)

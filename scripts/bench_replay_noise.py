@@ -29,8 +29,10 @@ def run(G_src, replay_noise: str, steps: int, seed: int) -> tuple[float, np.ndar
     """(base drift, own errors) after `steps` steps."""
     G = copy.deepcopy(G_src).train()
     torch.manual_seed(seed)
-    loss = DomainExpansionLoss('cpu', G.mapping, G.synthesis, None, expansion_cfg=TASKS, batch_gpu=8, lambda_src=0,
-                               lambda_recon_lpips=0, replay_noise=replay_noise, shared_models=SharedModels('cpu'))
+    options = dict(lambda_src=0, lambda_recon_lpips=0)
+    loss = DomainExpansionLoss('cpu', G.mapping, G.synthesis, None, expansion_cfg=TASKS, batch_gpu=8, **options,
+                               replay_noise=replay_noise, shared_models=SharedModels('cpu'),
+                               **DomainExpansionLoss.resolve_inputs(options, G=G, G_ema=G_src, snapshot=None))
     G.synthesis.requires_grad_(True)
     opt = torch.optim.Adam(loss.trainable_params('G', G), lr=0.0008, betas=(0.0, 0.99 ** 0.8), eps=1e-8)
     for _ in range(steps):

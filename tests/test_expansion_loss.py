@@ -36,6 +36,8 @@ def _fixture_generator():
 
 def _loss(G, D=None, **kwargs):
     kwargs = {'lambda_src': 0, 'lambda_recon_lpips': 0, **kwargs}
+    # As the loop set-up does, with G standing for both G and G_ema; explicit kwargs win.
+    kwargs = {**DomainExpansionLoss.resolve_inputs(kwargs, G=G, G_ema=G, snapshot=None), **kwargs}
     return DomainExpansionLoss(torch.device('cpu'), G.mapping, G.synthesis, D, expansion_cfg=kwargs.pop('cfg', TRANSFORM_CFG),
                                batch_gpu=8, shared_models=kwargs.pop('models', SharedModels('cpu')), **kwargs)
 

@@ -134,10 +134,17 @@ def ada_collector(augment_pipe, ada_target: float | None, device: torch.device):
 # Loss and optimizers.
 
 
-def build_loss(loss_kwargs: dict, G, D, augment_pipe, batch_gpu: int, device: torch.device) -> Loss:
-    """The loss named by loss_kwargs.class_name, given the networks and the other loss kwargs."""
-    return dnnlib.util.construct_class_by_name(device=device, G_mapping=G.mapping, G_synthesis=G.synthesis, D=D,
-                                               augment_pipe=augment_pipe, batch_gpu=batch_gpu, **loss_kwargs)
+def build_loss(loss_kwargs: dict, G, D, G_ema, augment_pipe, batch_gpu: int, device: torch.device,
+               snapshot: dict | None = None) -> Loss:
+    """The loss named by loss_kwargs.class_name, given the networks, the other loss kwargs and
+    what the loss class resolves once from the starting networks (`Loss.resolve_inputs`; called
+    after the resume/continue weights are loaded, `snapshot` = that loaded dict or None)."""
+    kwargs = dict(loss_kwargs)
+    loss_class = dnnlib.util.get_obj_by_name(kwargs.pop('class_name'))
+    resolve = getattr(loss_class, 'resolve_inputs', None)
+    resolved = resolve(kwargs, G=G, G_ema=G_ema, snapshot=snapshot) if resolve is not None else {}
+    return loss_class(device=device, G_mapping=G.mapping, G_synthesis=G.synthesis, D=D, augment_pipe=augment_pipe,
+                      batch_gpu=batch_gpu, **kwargs, **resolved)
 
 
 def build_optimizers(loss: Loss, G, D, G_opt_kwargs: dict, D_opt_kwargs: dict,

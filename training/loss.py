@@ -1,13 +1,17 @@
 """Training objectives, written as phases the training loop runs in turn.
 
 `Loss` is the interface the loop drives (any loss class named by `loss_kwargs.class_name`
-implements it, e.g. `training.expansion_loss.DomainExpansionLoss`); `StyleGAN2Loss` is the
+implements it, e.g. `training.expansion.loss.DomainExpansionLoss`); `StyleGAN2Loss` is the
 StyleGAN2-ADA objective (spec section 6): non-saturating logistic loss, R1 on real images with
-lazy regularisation, path-length regularisation and style mixing.
+lazy regularisation, path-length regularisation and style mixing. A method's loss composes
+`StyleGAN2Loss` through its public interface: it runs the GAN phases with
+`accumulate_gradients` and may hand in the function that makes the adversarial fakes.
 
 Contract with the loop (training/training_loop.py):
-- The loop builds the loss as `construct_class_by_name(class_name=..., device=, G_mapping=,
-  G_synthesis=, D=, augment_pipe=, batch_gpu=, **other loss_kwargs)`.
+- The loop builds the loss as `LossClass(device=, G_mapping=, G_synthesis=, D=, augment_pipe=,
+  batch_gpu=, **other loss_kwargs, **LossClass.resolve_inputs(loss_kwargs, G=, G_ema=, snapshot=))`:
+  `resolve_inputs` derives, once, what the loss needs from the networks the run starts from
+  (domain expansion: the SeFA basis of G_ema and the frozen source synthesis).
 - `get_phases(G_reg_interval, D_reg_interval)` lists the phases; each names the network it
   trains ('G' or 'D') and runs every `interval` steps. The loop keeps ONE Adam optimizer per
   network over `trainable_params(name, module)`; when that network's reg interval `k` is set, it
@@ -48,6 +52,14 @@ class Phase:
 
 class Loss:
     """Interface between a training objective and the training loop (see the module docstring)."""
+
+    @classmethod
+    def resolve_inputs(cls, loss_kwargs: dict, G: torch.nn.Module, G_ema: torch.nn.Module,
+                       snapshot: dict | None) -> dict:
+        """Constructor arguments derived once by the loop set-up, after the starting weights are
+        loaded, from `G`, `G_ema` and the loaded snapshot dict (None when training from scratch);
+        every rank must get the same values. Default: none."""
+        return {}
 
     def get_phases(self, G_reg_interval: int | None, D_reg_interval: int | None) -> list[Phase]:
         """The phases of one training step, in execution order."""
@@ -127,8 +139,10 @@ class StyleGAN2Loss(Loss):
         pl_batch_shrink=2,          # Path-length reg uses batch_gpu // pl_batch_shrink images.
         pl_decay=0.01,              # Decay of the running mean path length.
         pl_weight=2,                # Path-length penalty weight. 0 = off.
+        fake_images=None,           # Function (z, c) -> images of the adversarial phases (Gmain, Dmain); None = run_G.
     ):
         super().__init__()
+        self.make_fakes = fake_images
         self.device = torch.device(device)
         self.G_mapping = G_mapping
         self.G_synthesis = G_synthesis
@@ -190,9 +204,10 @@ class StyleGAN2Loss(Loss):
             self._D_real(real_img, real_c, gain, loss_Dgen, do_Dr1)
 
     def fake_images(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """The fakes of the adversarial phases (Gmain, Dmain); subclasses change where they come
-        from (domain expansion: base-subspace latents). Path length always uses `run_G`."""
-        return self.run_G(z, c)[0]
+        """The fakes of the adversarial phases (Gmain, Dmain): `run_G`, or the `fake_images`
+        function given to the constructor (domain expansion: base-subspace latents). Path length
+        always uses `run_G`."""
+        return self.run_G(z, c)[0] if self.make_fakes is None else self.make_fakes(z, c)
 
     def _G_main(self, gen_z, gen_c, gain):
         # Non-saturating logistic loss: softplus(-D(G(z))).

@@ -285,9 +285,13 @@ def _expansion_loss_kwargs(cfg, latent_factors_path, subspace_distance, lambda_s
         from training.expansion.basis import load_latent_basis
         load_latent_basis(latent_factors_path, G_kwargs['w_dim'])
     # resume_pkl: a snapshot's stored latent_basis is authoritative (spec section 7).
-    values = dict(subspace_distance=(subspace_distance, 20.0), lambda_src=(lambda_src, 1.0),
-                  lambda_expand=(lambda_expand, 1.0), lambda_recon_l2=(lambda_recon_l2, 10.0),
-                  lambda_recon_lpips=(lambda_recon_lpips, 10.0))
+    from training.expansion import constants
+    values = dict(subspace_distance=(subspace_distance, constants.SUBSPACE_DISTANCE),
+                  lambda_src=(lambda_src, constants.LAMBDA_SRC), lambda_expand=(lambda_expand, constants.LAMBDA_EXPAND),
+                  lambda_recon_l2=(lambda_recon_l2, constants.LAMBDA_RECON_L2),
+                  lambda_recon_lpips=(lambda_recon_lpips, constants.LAMBDA_RECON_LPIPS))
+    # The old module path (an alias of training.expansion.loss): run folders written before the
+    # package existed store this name, and re-running their command must match their options.
     kwargs = dict(class_name='training.expansion_loss.DomainExpansionLoss', expansion_cfg=cfg.to_dict(),
                   latent_factors_path=os.path.abspath(latent_factors_path) if latent_factors_path else None,
                   resume_pkl=resume_pkl, replay_noise=replay_noise or 'independent')

@@ -6,7 +6,9 @@ Format (the official one; spec section 8, interfaces.md section 2):
                {"type": "Transform", "args": {"transform": "grayscale"}}],
      "tasks_losses": {"NADA": {"clip_models": ["ViT-B/32"], "clip_model_weights": [1.0]}}}
 
-- `type`: a registered task type or a dotted path to a BaseTask subclass.
+- `type`: a registered task type or a dotted path to a BaseTask subclass. A dotted path is
+  imported only from a config the user gives (`--expansion_cfg_file`); a config read from a
+  snapshot resolves registered types only, unless the user passes `--allow-task-import`.
 - `dimension` (optional): the basis column the task repurposes, in [0, w_dim). Tasks without
   one get the highest dimensions not used by any task, in task order.
 - `args` (optional): the task's own arguments; `tasks_losses[type]` (optional): arguments
@@ -35,6 +37,9 @@ class ExpansionConfigError(dnnlib.util.UserError, ValueError):
     def __init__(self, problems):
         self.problems = list(problems)
         super().__init__('\n'.join(self.problems))
+
+class TaskImportRefusedError(dnnlib.util.UserError):
+    """A dotted task type in a config read from snapshot data: data names nothing we import."""
 
 #----------------------------------------------------------------------------
 
@@ -113,7 +118,8 @@ def load_expansion_config(path: str, w_dim: int, img_resolution: int = None, img
         check_resources=check_resources, source=source)
 
 def parse_expansion_config(cfg, w_dim: int, img_resolution: int = None, img_channels: int = None,
-        check_resources: bool = True, source: str = 'expansion config') -> ExpansionConfig:
+        check_resources: bool = True, source: str = 'expansion config',
+        allow_task_import: bool = True) -> ExpansionConfig:
     """Validate an expansion config (a dict as loaded from JSON) against a generator.
 
     Args:
@@ -124,10 +130,15 @@ def parse_expansion_config(cfg, w_dim: int, img_resolution: int = None, img_chan
         check_resources: check files and folders the tasks name (False for tools that only
                          need names and dims, e.g. reading a snapshot on another machine).
         source:          prefix of every message (the flag and file).
+        allow_task_import: import dotted task types (a user's own config file). False for a
+                         config read from a snapshot: a dotted type raises
+                         TaskImportRefusedError before anything is imported.
 
     Returns:
         ExpansionConfig. Raises ExpansionConfigError listing every problem.
     """
+    if not allow_task_import:
+        refuse_task_imports(cfg, source)
     ctx = ConfigContext(w_dim=int(w_dim), img_resolution=img_resolution, img_channels=img_channels,
         check_resources=check_resources)
     problems = []
@@ -152,6 +163,24 @@ def parse_expansion_config(cfg, w_dim: int, img_resolution: int = None, img_chan
     tasks = tuple(TaskConfig(index=index, type=p['type'], task_class=p['class'], dimension=dims[index],
         args=p['args'], shared_args=p['shared'], name=p['name']) for index, p in enumerate(parsed))
     return ExpansionConfig(tasks=tasks, w_dim=ctx.w_dim, raw=copy.deepcopy(cfg), source=source)
+
+def refuse_task_imports(cfg, source: str, flag: str = '--allow-task-import') -> None:
+    """TaskImportRefusedError (one line) when `cfg` names a dotted task type in `tasks[*].type`
+    or a `tasks_losses` key; imports nothing. Other malformations are left to the parser."""
+    names = []
+    if isinstance(cfg, dict):
+        tasks = cfg.get('tasks')
+        for index, task in enumerate(tasks if isinstance(tasks, list) else []):
+            if isinstance(task, dict) and isinstance(task.get('type'), str):
+                names.append((f'tasks[{index}].type', task['type']))
+        losses = cfg.get('tasks_losses')
+        names += [(f'tasks_losses key', key) for key in (losses if isinstance(losses, dict) else {})
+                  if isinstance(key, str)]
+    for where, name in names:
+        if '.' in name:
+            raise TaskImportRefusedError(dnnlib.util.one_line(
+                f'{source}: {where} {name!r} is a dotted class path; a class named by snapshot data is never '
+                f'imported. If you trust this file, re-run with {flag} to import it'))
 
 #----------------------------------------------------------------------------
 

@@ -31,6 +31,8 @@ What the metrics read from `MetricOptions.extra` (calc_metrics.py fills the firs
                        an encoder has `encode_images([-1, 1] images) -> [N, D]` and
                        `encode_texts(list of str) -> [T, D]`.
     lpips:             injected distance `(x, y) -> [N]` on [-1, 1] images; default LPIPS-alex.
+    allow_task_import: True = import dotted task types named in the snapshot's expansion_cfg (the
+                       user's explicit say-so); default: registered types only, a dotted one is refused.
 Each metric runs on rank 0 only (other ranks return NaN), except the FIDs, which use all ranks.
 """
 
@@ -273,7 +275,8 @@ def expansion_inputs(opts: metric_utils.MetricOptions, metric: str) -> tuple[dic
     if info.get('expansion_cfg'):
         from training.expansion.config import parse_expansion_config
         cfg = parse_expansion_config(info['expansion_cfg'], w_dim=int(info['latent_basis'].shape[0]),
-                                     check_resources=False, source=f'{metric}: the snapshot\'s expansion_cfg')
+                                     check_resources=False, source=f'{metric}: the snapshot\'s expansion_cfg',
+                                     allow_task_import=bool(opts.extra.get('allow_task_import', False)))
         if len(cfg.tasks) != len(dims):
             raise ValueError(f'{metric}: the snapshot\'s expansion_cfg has {len(cfg.tasks)} tasks but '
                              f'repurposed_dims has {len(dims)}')

@@ -28,8 +28,10 @@ EXPANSION_KEYS = ('latent_basis', 'repurposed_dims', 'subspace_distance')
 #----------------------------------------------------------------------------
 
 def load_expanded_generator(network_pkl: str, device: torch.device = torch.device('cpu'),
-        flag: str = '--network') -> 'ExpandedGenerator':
-    """Load a snapshot (path or URL) and wrap it; `UserError` naming `flag` on any problem."""
+        flag: str = '--network', allow_task_import: bool = False) -> 'ExpandedGenerator':
+    """Load a snapshot (path or URL) and wrap it; `UserError` naming `flag` on any problem.
+    `allow_task_import`: the user's explicit consent (`--allow-task-import`) to import dotted task
+    types named in the snapshot's expansion_cfg; without it they are refused."""
     try:
         f = dnnlib.util.open_url(network_pkl)
     except (FileNotFoundError, dnnlib.util.DownloadError) as err:
@@ -39,10 +41,14 @@ def load_expanded_generator(network_pkl: str, device: torch.device = torch.devic
             data = snapshot_io.load_network_pkl(f)
     except snapshot_io.SnapshotError as err:
         raise dnnlib.util.UserError(f'{flag}: {err}') from None
-    return ExpandedGenerator.from_snapshot(data, source=f'{flag} {network_pkl}').to(device)
+    return ExpandedGenerator.from_snapshot(data, source=f'{flag} {network_pkl}',
+                                           allow_task_import=allow_task_import).to(device)
 
-def domain_names(expansion_cfg, repurposed_dims: list, w_dim: int) -> tuple:
+def domain_names(expansion_cfg, repurposed_dims: list, w_dim: int, allow_task_import: bool = False) -> tuple:
     """Task name of every repurposed dim, resolved from the stored config as the training run did.
+
+    Only registered task types resolve; a dotted type raises `TaskImportRefusedError` unless
+    `allow_task_import` (the user's `--allow-task-import`).
 
     Returns:
         `(names, note)`: one name per dim ('dimNNN' where the config gives none) and a one-line
@@ -53,7 +59,8 @@ def domain_names(expansion_cfg, repurposed_dims: list, w_dim: int) -> tuple:
         return fallback, 'the snapshot has no expansion_cfg; domains are named by dimension'
     try:
         cfg = json.loads(expansion_cfg) if isinstance(expansion_cfg, str) else expansion_cfg
-        parsed = parse_expansion_config(cfg, w_dim, check_resources=False, source='snapshot expansion_cfg')
+        parsed = parse_expansion_config(cfg, w_dim, check_resources=False, source='snapshot expansion_cfg',
+                                        allow_task_import=allow_task_import)
     except (ValueError, TypeError) as err:  # ExpansionConfigError and json errors are ValueErrors.
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
         return fallback, f'the snapshot expansion_cfg does not parse ({first_line}); domains are named by dimension'
@@ -74,6 +81,7 @@ class ExpandedGenerator:
         repurposed_dims,            # [K] stored repurposed dims, in task order.
         subspace_distance,          # Stored step s along a repurposed direction.
         expansion_cfg = None,       # Stored expansion config (dict or JSON text), for task names; None = 'dimNNN'.
+        allow_task_import = False,  # Import dotted task types of expansion_cfg (the user's --allow-task-import).
     ):
         self.G = G_ema.eval().requires_grad_(False)
         if getattr(self.G.mapping, 'w_avg', None) is None:
@@ -84,10 +92,10 @@ class ExpandedGenerator:
             raise dnnlib.util.UserError(f'latent_basis is {self.subspaces.w_dim}x{self.subspaces.w_dim} but G_ema has '
                 f'w_dim {self.G.w_dim}; the snapshot is inconsistent')
         self.dims = [int(dim) for dim in self.subspaces.repurposed_dims.tolist()]
-        self.names, self.names_note = domain_names(expansion_cfg, self.dims, self.G.w_dim)
+        self.names, self.names_note = domain_names(expansion_cfg, self.dims, self.G.w_dim, allow_task_import)
 
     @classmethod
-    def from_snapshot(cls, data: dict, source: str = 'snapshot') -> 'ExpandedGenerator':
+    def from_snapshot(cls, data: dict, source: str = 'snapshot', allow_task_import: bool = False) -> 'ExpandedGenerator':
         """Wrap a loaded snapshot dict; `UserError` for a plain StyleGAN2 snapshot."""
         missing = [key for key in EXPANSION_KEYS if data.get(key) is None]
         if missing:
@@ -97,7 +105,7 @@ class ExpandedGenerator:
             raise dnnlib.util.UserError(f'{source}: the snapshot has no G_ema network')
         try:
             return cls(data['G_ema'], data['latent_basis'], data['repurposed_dims'], data['subspace_distance'],
-                data.get('expansion_cfg'))
+                data.get('expansion_cfg'), allow_task_import)
         except ValueError as err:  # LatentSubspaces rejects a malformed basis or dims.
             raise dnnlib.util.UserError(f'{source}: stored expansion keys are invalid: {err}') from None
 

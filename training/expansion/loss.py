@@ -50,9 +50,10 @@ class DomainExpansionLoss(Loss):
         expansion_cfg,                  # Expansion config dict (validated here against w_dim).
         augment_pipe = None,            # Augmentation of D inputs; None = off.
         batch_gpu = None,               # Samples per accumulation round (each gets a task).
-        latent_basis = None,            # [w_dim, w_dim] basis; None = from latent_factors_path / resume_pkl / factorize.
-        latent_factors_path = None,     # --latent_factors_path: a torch.save'd basis.
-        resume_pkl = None,              # Snapshot whose stored 'latent_basis' wins over everything else.
+        latent_basis = None,            # [w_dim, w_dim] basis, columns = directions (required; see resolve_inputs).
+        G_synthesis_frozen = None,      # Frozen source synthesis, the replay target (Eq. 6); required when a recon lambda > 0.
+        latent_factors_path = None,     # --latent_factors_path, as recorded in the options; read by resolve_inputs only.
+        resume_pkl = None,              # --resume, as recorded in the options; the loop set-up loads it, not the loss.
         subspace_distance = constants.SUBSPACE_DISTANCE,  # s: distance of each repurposed subspace from the base one.
         lambda_src = constants.LAMBDA_SRC,  # Weight of the source GAN loss (adv + R1 + path length); 0 = no D work.
         lambda_expand = constants.LAMBDA_EXPAND,  # Weight of the summed task losses; 0 = no edit renders.
@@ -84,26 +85,58 @@ class DomainExpansionLoss(Loss):
         self.lpips_net = lpips_net
         self.num_ws = int(G_synthesis.num_ws)
 
-        # The source-domain GAN objective is StyleGAN2's, applied to base-subspace fakes (Eq. 5).
-        self.gan = BaseSubspaceGANLoss(self, device, G_mapping, G_synthesis, D, augment_pipe=augment_pipe,
-                                 style_mixing_prob=style_mixing_prob, r1_gamma=r1_gamma,
-                                 pl_batch_shrink=pl_batch_shrink, pl_decay=pl_decay, pl_weight=pl_weight)
-
         w_dim = int(G_mapping.w_dim)
         self.config = parse_expansion_config(expansion_cfg, w_dim=w_dim, img_resolution=G_synthesis.img_resolution,
                                              img_channels=G_synthesis.img_channels)
-        basis, self.basis_source = _resolve_basis(G_synthesis, w_dim, latent_basis, latent_factors_path, resume_pkl)
+        if latent_basis is None:
+            raise ValueError('DomainExpansionLoss needs latent_basis: resolve it (and the frozen source synthesis) '
+                             'with DomainExpansionLoss.resolve_inputs(loss_kwargs, G=, G_ema=, snapshot=)')
+        basis = latent_basis_lib.check_latent_basis(latent_basis, w_dim, 'latent_basis')
         self.subspaces = LatentSubspaces(basis, self.config.repurposed_dims, subspace_distance).to(self.device)
+
+        # The source-domain GAN objective is StyleGAN2's, applied to base-subspace fakes (Eq. 5).
+        self.gan = StyleGAN2Loss(device, G_mapping, G_synthesis, D, augment_pipe=augment_pipe,
+                                 style_mixing_prob=style_mixing_prob, r1_gamma=r1_gamma,
+                                 pl_batch_shrink=pl_batch_shrink, pl_decay=pl_decay, pl_weight=pl_weight,
+                                 fake_images=BaseSubspaceFakes(G_mapping, G_synthesis,
+                                                               self.subspaces if self.lambda_expand > 0 else None))
         self.models = shared_models if shared_models is not None else SharedModels(
             self.device, lpips_random_backbone=lpips_random_backbone)
         self.tasks = build_tasks(self.config, self.device, self.models, z_dim=G_mapping.z_dim,
                                  img_resolution=G_synthesis.img_resolution, img_channels=G_synthesis.img_channels)
         self.perceptual = self.models.perceptual(lpips_net) if self.lambda_recon_lpips > 0 else None
 
-        # Replay target: the source synthesis network as it is now, frozen (Eq. 6).
+        # Replay target: the source synthesis network, frozen (Eq. 6).
         self.G_synthesis_frozen = None
         if self.lambda_recon_l2 > 0 or self.lambda_recon_lpips > 0:
-            self.G_synthesis_frozen = copy.deepcopy(G_synthesis).eval().requires_grad_(False)
+            if G_synthesis_frozen is None:
+                raise ValueError('DomainExpansionLoss: lambda_recon_l2 / lambda_recon_lpips > 0 need G_synthesis_frozen '
+                                 '(see DomainExpansionLoss.resolve_inputs)')
+            self.G_synthesis_frozen = G_synthesis_frozen.eval().requires_grad_(False)
+
+    @classmethod
+    def resolve_inputs(cls, loss_kwargs: dict, G, G_ema, snapshot: dict | None) -> dict:
+        """The basis and the replay target, resolved once from the networks the run starts from.
+
+        Basis precedence (`basis.resolve_latent_basis`): the loaded snapshot's stored
+        `latent_basis` (authoritative for an expanded generator), then `latent_factors_path`,
+        then SeFA of the starting `G_ema` (paper Sec. 3.1, as the official code after resuming).
+        Rank 0's basis is broadcast so every rank uses the same one. The frozen source synthesis
+        is a copy of `G.synthesis` as loaded (a continued run restores the original source from
+        its snapshot's loss state); None when both recon lambdas are 0.
+
+        Returns:
+            dict(latent_basis=[w_dim, w_dim] float32 CPU tensor, G_synthesis_frozen=module or None).
+        """
+        w_dim = int(G_ema.w_dim)
+        stored = snapshot.get('latent_basis') if isinstance(snapshot, dict) else None
+        basis, _note = latent_basis_lib.resolve_latent_basis(G_ema, w_dim, snapshot_basis=stored,
+                                                            latent_factors_path=loss_kwargs.get('latent_factors_path'))
+        basis = _same_on_every_rank(basis.to(torch.float32).cpu().contiguous())
+        recon = [loss_kwargs.get(name, default) for name, default in (
+            ('lambda_recon_l2', constants.LAMBDA_RECON_L2), ('lambda_recon_lpips', constants.LAMBDA_RECON_LPIPS))]
+        frozen = copy.deepcopy(G.synthesis).eval().requires_grad_(False) if any(float(v) > 0 for v in recon) else None
+        return dict(latent_basis=basis, G_synthesis_frozen=frozen)
 
     # --- interface with the loop -------------------------------------------------------------
 
@@ -132,23 +165,16 @@ class DomainExpansionLoss(Loss):
         return list(self.G_synthesis.parameters()) if name == 'G' else list(module.parameters())
 
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
-        known = ('G_expand_and_recon', 'G_adv', 'G_reg', 'G_all', 'D_adv', 'D_reg', 'D_all')
-        if phase not in known:
+        if phase not in ('G_expand_and_recon', *GAN_PHASES):
             raise ValueError(f"DomainExpansionLoss: unknown phase '{phase}'")
         if phase in ('G_expand_and_recon', 'G_all'):
             self.expand_and_recon(gen_z, gen_c, gain)
-        if phase in ('G_adv', 'G_all') and self.lambda_src > 0:
-            self.gan._G_main(gen_z, gen_c, gain * self.lambda_src)
-        if phase in ('G_reg', 'G_all') and self.lambda_src > 0 and self.gan.pl_weight > 0:
-            self.gan._G_path_length(gen_z, gen_c, gain * self.lambda_src)  # ordinary mapping, no projection
-        if phase in ('D_adv', 'D_reg', 'D_all') and self.lambda_src > 0:
-            do_main = phase in ('D_adv', 'D_all')
-            do_r1 = phase in ('D_reg', 'D_all') and self.gan.r1_gamma > 0
-            if real_img is None:
+        if phase in GAN_PHASES and self.lambda_src > 0:
+            if phase.startswith('D') and real_img is None:
                 raise ValueError(f"phase '{phase}' needs real images: pass --data, or set --lambda_src 0")
-            loss_Dgen = self.gan._D_fake(gen_z, gen_c, gain * self.lambda_src) if do_main else None
-            if do_main or do_r1:
-                self.gan._D_real(real_img, real_c, gain * self.lambda_src, loss_Dgen, do_r1)
+            # Eq. 5: StyleGAN2's own phase, on base-subspace fakes (path length: ordinary mapping).
+            self.gan.accumulate_gradients(GAN_PHASES[phase], real_img, real_c, gen_z, gen_c,
+                                          gain * self.lambda_src, cur_nimg)
 
     def state_dict(self):
         return dict(gan=self.gan.state_dict(), latent_basis=self.subspaces.basis.detach().cpu().clone())
@@ -272,22 +298,29 @@ class DomainExpansionLoss(Loss):
     # --- the source GAN loss on the base subspace (Eq. 5) -------------------------------------
 
     def base_fakes(self, gen_z, gen_c):
-        """Fakes from base-subspace latents: W projected (when expanding), broadcast, no mixing."""
-        w = self.G_mapping(gen_z, gen_c)[:, 0]
-        if self.lambda_expand > 0:
-            w = self.subspaces.project_base(w, self.G_mapping.w_avg)            # Eq. 1
-        return self.G_synthesis(self.broadcast(w))
+        """Fakes from base-subspace latents (what the adversarial phases see)."""
+        return self.gan.fake_images(gen_z, gen_c)
 
 
-class BaseSubspaceGANLoss(StyleGAN2Loss):
-    """StyleGAN2's adversarial phases with fakes from the expansion's base subspace (Eq. 5)."""
+# The expansion schedule's GAN phases (spec section 8) and the StyleGAN2Loss phase each one runs.
+GAN_PHASES = {'G_adv': 'Gmain', 'G_reg': 'Greg', 'G_all': 'Gboth', 'D_adv': 'Dmain', 'D_reg': 'Dreg', 'D_all': 'Dboth'}
 
-    def __init__(self, expansion: 'DomainExpansionLoss', *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.expansion = expansion
 
-    def fake_images(self, z, c):
-        return self.expansion.base_fakes(z, c)
+class BaseSubspaceFakes:
+    """The fake-image function of the expansion's adversarial phases (Eq. 5): `w = mapping(z, c)`,
+    projected onto the base subspace when `subspaces` is given (Eq. 1, mean = w_avg), broadcast
+    to every layer, no style mixing."""
+
+    def __init__(self, G_mapping, G_synthesis, subspaces: LatentSubspaces | None):
+        self.G_mapping = G_mapping
+        self.G_synthesis = G_synthesis
+        self.subspaces = subspaces
+
+    def __call__(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        w = self.G_mapping(z, c)[:, 0]
+        if self.subspaces is not None:
+            w = self.subspaces.project_base(w, self.G_mapping.w_avg)             # Eq. 1
+        return self.G_synthesis(broadcast_ws(w, self.G_synthesis.num_ws))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,29 +333,14 @@ def _non_negative(name: str, value) -> float:
     return value
 
 
-def _resolve_basis(G_synthesis, w_dim, latent_basis, latent_factors_path, resume_pkl):
-    """The run's basis: explicit tensor, else the resume snapshot's stored one, else the path,
-    else SeFA of the synthesis network. Broadcast from rank 0 so every rank uses the same one."""
-    if latent_basis is not None:
-        basis, source = latent_basis_lib.check_latent_basis(latent_basis, w_dim, 'latent_basis'), 'given'
-    else:
-        stored = _stored_basis(resume_pkl) if resume_pkl is not None else None
-        basis, source = latent_basis_lib.resolve_latent_basis(G_synthesis, w_dim, snapshot_basis=stored,
-                                                               latent_factors_path=latent_factors_path)
-    basis = basis.to(torch.float32).cpu().contiguous()
+def _same_on_every_rank(basis: torch.Tensor) -> torch.Tensor:
+    """Rank 0's basis on every rank (a collective when torch.distributed is initialised)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         device = 'cuda' if torch.distributed.get_backend() == 'nccl' else 'cpu'
         shared = basis.to(device)
         torch.distributed.broadcast(shared, src=0)
         basis = shared.cpu()
-    return basis, source
-
-
-def _stored_basis(resume_pkl):
-    import legacy  # top-level loader; imported lazily (training/ must not need it at import time)
-    import dnnlib
-    with dnnlib.util.open_url(resume_pkl) as f:
-        return legacy.load_network_pkl(f).get('latent_basis')
+    return basis
 
 
 def _rng_state(device):
