@@ -1,4 +1,4 @@
-"""Expansion config (training/expansion_config.py): official shapes, dimension assignment, errors."""
+"""Expansion config (training/expansion/config.py): official shapes, dimension assignment, errors."""
 
 import json
 import textwrap

@@ -1,4 +1,4 @@
-"""Base / repurposed subspaces (training/subspaces.py): invariants and official parity."""
+"""Base / repurposed subspaces (training/expansion/subspaces.py): invariants and official parity."""
 
 import numpy as np
 import pytest

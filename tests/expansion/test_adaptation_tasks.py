@@ -1,4 +1,4 @@
-"""Tasks (training/adaptation_tasks.py, training/tasks/, training/image_transforms.py).
+"""Tasks (training/expansion/tasks/, training/image_transforms.py).
 
 No pretrained network is used: CLIP is replaced by a tiny stand-in whose embeddings we can
 compute by hand, LPIPS by small distances injected through SharedModels.

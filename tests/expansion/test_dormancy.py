@@ -1,4 +1,4 @@
-"""Dormancy analysis (App. C.1, Fig. 12): training/dormancy.py and analyze_dormancy.py."""
+"""Dormancy analysis (App. C.1, Fig. 12): training/expansion/dormancy.py and analyze_dormancy.py."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""SeFA basis (training/latent_basis.py): selection rule, parity with the official basis, I/O."""
+"""SeFA basis (training/expansion/basis.py): selection rule, parity with the official basis, I/O."""
 
 import numpy as np
 import pytest
