@@ -37,9 +37,10 @@ from training.run_options import setup_training_options
 @click.option('--snap', help='Snapshot interval in ticks [default: 50]', type=int, metavar='INT')
 @click.option('--metrics', help="Comma-separated metrics or 'none' [default: fid50k_full with --data]", metavar='LIST')
 @click.option('--seed', help='Random seed [default: 0]', type=int, default=0, metavar='INT')
-@click.option('--dry-run', help='Print the resolved options and exit; creates nothing', is_flag=True)
+@click.option('-n', '--dry-run', help='Print the resolved options and exit; creates nothing', is_flag=True)
 # Dataset.
 @click.option('--data', help='Training data (directory or zip)', metavar='PATH')
+@click.option('--subset', help='Train with only N images, a random subset drawn with --seed [default: all]', type=int, metavar='INT')
 @click.option('--cond', help='Train a conditional model from dataset.json labels [default: false]', type=bool, default=False, metavar='BOOL')
 @click.option('--mirror', help='Enable dataset x-flips [default: false]', type=bool, default=False, metavar='BOOL')
 # Base configuration.
@@ -68,6 +69,10 @@ from training.run_options import setup_training_options
 @click.option('--wandb-project', help='W&B project', metavar='NAME')
 @click.option('--wandb-name', help='W&B run name [default: the run directory name]', metavar='NAME')
 @click.option('--wandb-tags', help='Comma-separated W&B tags', metavar='LIST')
+# The domain-expansion fork's names, accepted as aliases (a note says what they map to).
+@click.option('--wandb_log', help='Fork alias: true = --wandb offline, false = --wandb disabled', type=bool, metavar='BOOL')
+@click.option('--name', help='Fork alias of --wandb-name (the run directory stays numbered under --outdir)', metavar='NAME')
+@click.option('--tag', help='Fork alias: one more W&B tag (like --wandb-tags)', metavar='TAG')
 # Domain expansion.
 @click.option('--expansion_cfg_file', help='Expansion config (JSON): train a domain-expansion run', metavar='CFG')
 @click.option('--latent_factors_path', help='Saved latent basis (torch.save) [default: factorize G_ema]', metavar='PATH')
@@ -85,6 +90,7 @@ def main(outdir, dry_run, gpus, wandb_mode, **flags):
     training_options.json equals the new resolved options (ignoring run_dir), from its newest
     snapshot; --resume latest continues the newest run in --outdir with the new options.
     """
+    wandb_mode = _fork_aliases(flags, wandb_mode)
     info = distributed.torchrun_info()
     if gpus is None:
         gpus = info.world_size if info is not None else 1
@@ -99,6 +105,24 @@ def main(outdir, dry_run, gpus, wandb_mode, **flags):
         raise click.ClickException(_one_line(e)) from None
     if result is not None and result.get('last_snapshot'):
         print(f'Last snapshot: {result["last_snapshot"]}')
+
+
+def _fork_aliases(flags: dict, wandb_mode: str) -> str:
+    """Map the domain-expansion fork's --wandb_log, --name, --tag onto our flags (in `flags`),
+    saying so; returns the W&B mode."""
+    wandb_log, name, tag = flags.pop('wandb_log'), flags.pop('name'), flags.pop('tag')
+    if wandb_log is not None:
+        # Offline, not online: it needs no account (`wandb sync` uploads later; --wandb online streams).
+        wandb_mode = 'offline' if wandb_log else 'disabled'
+        print(f'Note: --wandb_log={wandb_log} (domain-expansion fork) is taken as --wandb {wandb_mode}')
+    if name is not None:
+        flags['wandb_name'] = flags.get('wandb_name') or name
+        print(f'Note: --name {name} (domain-expansion fork) is taken as --wandb-name {flags["wandb_name"]}; '
+              f'the run directory is still numbered under --outdir')
+    if tag is not None:
+        flags['wandb_tags'] = ','.join(t for t in (flags.get('wandb_tags'), tag) if t)
+        print(f'Note: --tag {tag} (domain-expansion fork) is taken as --wandb-tags {flags["wandb_tags"]}')
+    return wandb_mode
 
 
 def _non_finite_error():

@@ -20,6 +20,16 @@ from training import loop_state
 from training import presets
 
 RESUME_NONE = ('noresume', '', None)  # --resume values that mean "train from scratch".
+# --resume NAME: the official stylegan2-ada-pytorch transfer-learning sources (downloaded once and
+# cached like every URL; offline, the usual one-line download error naming the URL and cache path).
+_SOURCE_NETS = 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/'
+RESUME_SPECS = {
+    'ffhq256': _SOURCE_NETS + 'ffhq-res256-mirror-paper256-noaug.pkl',
+    'ffhq512': _SOURCE_NETS + 'ffhq-res512-mirror-stylegan2-noaug.pkl',
+    'ffhq1024': _SOURCE_NETS + 'ffhq-res1024-mirror-stylegan2-noaug.pkl',
+    'celebahq256': _SOURCE_NETS + 'celebahq-res256-mirror-paper256-kimg100000-ada-target0.5.pkl',
+    'lsundog256': _SOURCE_NETS + 'lsundog-res256-paper256-kimg100000-noaug.pkl',
+}
 
 
 class OptionError(dnnlib.util.UserError, ValueError):
@@ -35,13 +45,16 @@ def setup_training_options(
     nhwc=False, allow_tf32=False, nobench=False, workers=3, tick=None, wandb='disabled', wandb_project=None,
     wandb_name=None, wandb_tags=None, expansion_cfg_file=None, latent_factors_path=None, subspace_distance=None,
     lambda_src=None, lambda_expand=None, lambda_recon_l2=None, lambda_recon_lpips=None, replay_noise=None,
-    outdir=None,
+    outdir=None, subset=None,
 ) -> dnnlib.EasyDict:
     """Validate the train.py flags and resolve them into the training options (no run_dir yet).
 
     Reads the dataset's image headers and the --resume pickle (for its architecture and to check
     it against the data); creates nothing. Raises OptionError/ValueError with a one-line message.
     """
+    resume = RESUME_SPECS.get(resume, resume)  # official source-network names -> their URLs
+    if subset is not None and (subset < 1 or data is None):
+        raise OptionError(f'--subset={subset} needs --data and a positive number of images')
     _check_flag_consistency(**locals())
     expansion = expansion_cfg_file is not None
     resume_data, resume_source = _load_resume_networks(resume, outdir)
@@ -49,6 +62,7 @@ def setup_training_options(
     # (interfaces.md section 2).
     expansion_cfg = _load_expansion_config(expansion_cfg_file, resume_data['G']) if expansion else None
     data_info = _dataset_info(data, cond, mirror, seed)
+    _apply_subset(data_info, subset)
     arch = _architecture_info(data_info, resume_data, resume_source)
     spec = presets.resolve_preset(cfg, arch['img_resolution'], gpus, expansion=expansion)
 
@@ -89,9 +103,19 @@ def setup_training_options(
     opts.logging = dict(tensorboard=True, wandb=dict(mode=wandb, project=wandb_project, name=wandb_name,
                                                      tags=_split_tags(wandb_tags)))
     opts.desc = _run_description(data_info, cfg, cond, mirror, gamma, kimg, batch, aug, p, target, augpipe, resume,
-                                 freezed, expansion_cfg_file)
+                                 freezed, expansion_cfg_file) + (f'-subset{subset}' if subset is not None else '')
     _check_hardware(gpus)
     return opts
+
+
+def _apply_subset(data_info: dict | None, subset: int | None) -> None:
+    """--subset N (official): train on a random N-image subset of --data, drawn with --seed."""
+    if subset is None:
+        return
+    size = data_info['kwargs']['max_size']
+    if subset > size:
+        raise OptionError(f'--subset={subset} is larger than --data ({size} images); use at most {size}')
+    data_info['kwargs']['max_size'] = subset
 
 
 def _check_flag_consistency(gpus, batch, kimg, snap, tick, seed, cfg, aug, p, target, augpipe, metrics, wandb, workers,
