@@ -20,7 +20,7 @@ from viewer_app.server import ViewerServer
 
 CHROMIUM_FLAGS = ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
                   '--disable-background-networking', '--disable-component-update', '--disable-sync',
-                  '--hide-scrollbars', '--window-size=1240,760')
+                  '--hide-scrollbars', '--window-size=1240,1000')
 
 
 def open_chromium(profile_dir: str):
