@@ -93,7 +93,8 @@ def mystyle_latents(eg: ExpandedGenerator, anchors: torch.Tensor, indices: np.nd
 
 
 def generate_mystyle(network_pkl: str, anchors_dir: str, dim, num: int, outdir: str, seed: int = 0,
-                     official_transport: bool = False, device: torch.device = torch.device('cpu')) -> dict:
+                     official_transport: bool = False, device: torch.device = torch.device('cpu'),
+                     allow_task_import: bool = False) -> dict:
     """Write `num` convex-hull samples of a MyStyle domain as `outdir/sample%04d.png`.
 
     Args:
@@ -105,13 +106,14 @@ def generate_mystyle(network_pkl: str, anchors_dir: str, dim, num: int, outdir: 
         seed:               seed of the anchor choice and weights.
         official_transport: shift raw mixtures (official) instead of projecting them first.
         device:             torch device.
+        allow_task_import:  import dotted task types named in the snapshot (--allow-task-import).
 
     Returns:
         {'paths': [...], 'stems': anchor stems, 'indices': [num, 3], 'weights': [num, 3]}.
     """
     if num < 1:
         raise dnnlib.util.UserError(f'--num: must be at least 1, got {num}')
-    eg = load_expanded_generator(network_pkl, device)
+    eg = load_expanded_generator(network_pkl, device, allow_task_import=allow_task_import)
     k = eg.domain_index(dim, '--dim')
     stems, anchors = load_anchors(anchors_dir, eg.G.w_dim)
     indices, weights = sample_convex_mixtures(len(stems), num, seed)
@@ -142,10 +144,13 @@ def generate_mystyle(network_pkl: str, anchors_dir: str, dim, num: int, outdir: 
               help='Shift raw mixtures without the base projection (official script behaviour).')
 @click.option('--outdir', required=True, metavar='DIR', help='Where to write sampleNNNN.png.')
 @click.option('--device', default='cpu', show_default=True, help="Torch device, e.g. 'cpu' or 'cuda'.")
-def main(network_pkl, anchors_dir, dim, num, seed, official_transport, outdir, device):
+@click.option('--allow-task-import', is_flag=True, help='Import task classes named by dotted paths in the '
+              "snapshot's expansion_cfg (only for snapshots you trust; default: registered types only).")
+def main(network_pkl, anchors_dir, dim, num, seed, official_transport, outdir, device, allow_task_import):
     """Sample a MyStyle domain from the convex hull of its anchors."""
     result = generate_mystyle(network_pkl, anchors_dir, dim, num, outdir, seed=seed,
-                              official_transport=official_transport, device=parse_device(device))
+                              official_transport=official_transport, device=parse_device(device),
+                              allow_task_import=allow_task_import)
     print(f'Wrote {len(result["paths"])} samples to {outdir}')
 
 
