@@ -16,6 +16,7 @@ renders one at a time). Nothing is served from disk except the package's own pag
 
 import http.server
 import importlib.resources
+import ipaddress
 import io
 import json
 import re
@@ -34,6 +35,7 @@ STATIC_FILES = {    # URL path -> (package file, content type)
     '/viewer.css': ('viewer.css', 'text/css; charset=utf-8'),
 }
 # Everything the page loads comes from this server (blob: = rendered PNGs held by the page).
+LOOPBACK_NAMES = ('127.0.0.1', 'localhost', '::1')
 CONTENT_SECURITY_POLICY = "default-src 'self'; img-src 'self' blob:; connect-src 'self'; object-src 'none'"
 
 #----------------------------------------------------------------------------
@@ -90,6 +92,9 @@ class ViewerHandler(http.server.BaseHTTPRequestHandler):
     def _dispatch(self, routes: dict) -> None:
         url = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+        if not self.server.host_allowed(self.headers.get('Host')):
+            self._send_error_json(403, f"Host '{self.headers.get('Host')}' is not served; open {self.server.url}")
+            return
         try:
             for pattern, handler in routes.items():
                 match = re.fullmatch(pattern, url.path)
@@ -175,6 +180,14 @@ class ViewerServer(http.server.ThreadingHTTPServer):
         except OSError as err:
             raise dnnlib.util.UserError(f'--host {host} --port {port}: cannot listen there ({err.strerror}); '
                 f'pick another --port (0 = any free port) or a local --host') from None
+
+    def host_allowed(self, host_header: str) -> bool:
+        """Bound to a loopback address, answer only requests addressed to a loopback name: a web
+        page elsewhere cannot reach the viewer by pointing its own domain name at 127.0.0.1."""
+        if not ipaddress.ip_address(self.server_address[0]).is_loopback:
+            return True
+        hostname = urllib.parse.urlsplit(f'//{host_header or ""}').hostname or ''
+        return hostname in LOOPBACK_NAMES
 
     @property
     def url(self) -> str:

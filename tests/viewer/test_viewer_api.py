@@ -6,7 +6,9 @@ import io
 import json
 import shlex
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 
 import numpy as np
 import PIL.Image
@@ -150,6 +152,19 @@ def test_bad_parameters_are_one_line_400s(expanded_server, query, names):
     text = body.decode('utf-8')
     assert text.count('\n') == 1 and text.endswith('\n'), text
     assert names in json.loads(text)['error']
+
+
+def test_only_loopback_host_names_are_served(expanded_server):
+    port = expanded_server.server_address[1]
+    for host, expected in [(f'localhost:{port}', 200), (f'127.0.0.1:{port}', 200), (f'attacker.example:{port}', 403)]:
+        request = urllib.request.Request(expanded_server.url + 'api/domains', headers={'Host': host})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                status = response.status
+        except urllib.error.HTTPError as err:
+            status, body = err.code, err.read()
+            assert 'attacker.example' in json.loads(body)['error']
+        assert status == expected, host
 
 
 def test_unknown_paths_are_404_json(expanded_server):
