@@ -14,7 +14,7 @@ import click
 import torch
 
 import dnnlib
-from generate import parse_device
+from training.cli_helpers import parse_device
 from viewer_app.model import load_viewer_model
 from viewer_app.server import ViewerServer
 
@@ -22,7 +22,8 @@ from viewer_app.server import ViewerServer
 
 
 def run_viewer(network_pkl: str, host: str = '127.0.0.1', port: int = 7860, device: torch.device = torch.device('cpu'),
-               class_idx: int | None = None, metric: str = 'l2', verbose: bool = False) -> None:
+               class_idx: int | None = None, metric: str = 'l2', allow_task_import: bool = False,
+               verbose: bool = False) -> None:
     """Load the network, listen on (host, port) and serve until Ctrl+C.
 
     Args:
@@ -32,11 +33,13 @@ def run_viewer(network_pkl: str, host: str = '127.0.0.1', port: int = 7860, devi
         device:      torch device for rendering and projection.
         class_idx:   class of a conditional network.
         metric:      photo projection distance: 'l2' (pixel MSE, offline) or 'lpips' (LPIPS-VGG).
+        allow_task_import: import dotted task types named in the snapshot (--allow-task-import).
         verbose:     log every request.
     """
     if not 0 <= port <= 65535:
         raise dnnlib.util.UserError(f'--port {port}: use 0 to 65535 (0 = any free port)')
-    model = load_viewer_model(network_pkl, device, class_idx=class_idx, metric=metric)
+    model = load_viewer_model(network_pkl, device, class_idx=class_idx, metric=metric,
+                              allow_task_import=allow_task_import)
     if model.eg is not None and model.eg.names_note:
         print(f'note: {model.eg.names_note}')
     server = ViewerServer(model, host, port, verbose=verbose)
@@ -61,11 +64,13 @@ def run_viewer(network_pkl: str, host: str = '127.0.0.1', port: int = 7860, devi
 @click.option('--class', 'class_idx', type=int, default=None, help='Class index (conditional networks).')
 @click.option('--metric', type=click.Choice(['l2', 'lpips']), default='l2', show_default=True,
               help="Photo projection distance: 'l2' = pixel MSE (no download), 'lpips' = LPIPS-VGG.")
+@click.option('--allow-task-import', is_flag=True, help='Import task classes named by dotted paths in the '
+              "snapshot's expansion_cfg, for domain names (only for snapshots you trust; default: registered types only).")
 @click.option('--verbose', is_flag=True, help='Log every request.')
-def main(network_pkl, host, port, device, class_idx, metric, verbose):
+def main(network_pkl, host, port, device, class_idx, metric, allow_task_import, verbose):
     """Serve an interactive viewer for an expanded generator on a local web page."""
     run_viewer(network_pkl, host=host, port=port, device=parse_device(device), class_idx=class_idx, metric=metric,
-               verbose=verbose)
+               allow_task_import=allow_task_import, verbose=verbose)
 
 
 if __name__ == '__main__':

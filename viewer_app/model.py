@@ -98,6 +98,7 @@ class ViewerModel:
         metric      = 'l2',         # Photo projection distance: 'l2' (pixel MSE) or 'lpips' (LPIPS-VGG).
         distance    = None,         # Its callable `(synth, target) -> [N]`; None = pixel MSE.
         class_idx   = None,         # Class of a conditional network, repeated in the command lines.
+        allow_task_import = False,  # The user's --allow-task-import, repeated in the expanded tools' command lines.
     ):
         assert eg is None or eg.G is G, 'eg must wrap G'
         self.G = G.eval().requires_grad_(False)
@@ -109,6 +110,7 @@ class ViewerModel:
         self.metric = metric
         self.distance = distance
         self.class_idx = class_idx
+        self.allow_task_import = bool(allow_task_import)
         self._lock = threading.Lock()                       # One render at a time; guards the two caches.
         self._latents = collections.OrderedDict()           # (seed, trunc) -> base W+ [1, num_ws, w_dim], LRU.
         self._photos = collections.OrderedDict()            # photo id -> (W+ [1, num_ws, w_dim], command line).
@@ -248,7 +250,8 @@ class ViewerModel:
 
     def _common_flags(self) -> list:
         flags = ['--network', self.network_pkl]
-        return flags + (['--class', str(self.class_idx)] if self.class_idx is not None else [])
+        flags += ['--class', str(self.class_idx)] if self.class_idx is not None else []
+        return flags + (['--allow-task-import'] if self.allow_task_import and self.expanded else [])
 
     def _projector_command(self, filename: str, num_steps: int) -> str:
         args = ['python', 'projector.py', *self._common_flags(), '--target', filename, '--resize',
@@ -306,8 +309,12 @@ def make_projection_distance(metric: str, device) -> object:
         raise dnnlib.util.UserError(f'--metric lpips: {err}; or use --metric l2 (pixel MSE, no download)') from None
 
 def load_viewer_model(network_pkl: str, device: torch.device = torch.device('cpu'), class_idx: int = None,
-        metric: str = 'l2') -> ViewerModel:
-    """Load a plain or expanded snapshot (path or URL) for the viewer; `UserError`s name the flag."""
+        metric: str = 'l2', allow_task_import: bool = False) -> ViewerModel:
+    """Load a plain or expanded snapshot (path or URL) for the viewer; `UserError`s name the flag.
+
+    `allow_task_import`: import dotted task types named in the snapshot's expansion_cfg, for the
+    domain names (the user's --allow-task-import; default: registered task types only).
+    """
     if metric not in projection.METRICS:                                # checked before any loading
         raise dnnlib.util.UserError(f"--metric {metric}: choose one of {', '.join(projection.METRICS)}")
     try:
@@ -323,10 +330,12 @@ def load_viewer_model(network_pkl: str, device: torch.device = torch.device('cpu
         raise dnnlib.util.UserError(f'--network {network_pkl}: the snapshot has no G_ema network')
     eg = None
     if any(data.get(key) is not None for key in EXPANSION_KEYS):
-        eg = ExpandedGenerator.from_snapshot(data, source=f'--network {network_pkl}').to(device)
+        eg = ExpandedGenerator.from_snapshot(data, source=f'--network {network_pkl}',
+            allow_task_import=allow_task_import).to(device)
     G = eg.G if eg is not None else data['G_ema'].eval().requires_grad_(False).to(device)
     c = make_label(G, class_idx, device)
     distance = make_projection_distance(metric, device)
-    return ViewerModel(G, eg, c=c, network_pkl=network_pkl, metric=metric, distance=distance, class_idx=class_idx)
+    return ViewerModel(G, eg, c=c, network_pkl=network_pkl, metric=metric, distance=distance, class_idx=class_idx,
+        allow_task_import=allow_task_import)
 
 #----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import traverse
 from conftest import require_fixtures, run_cli_inprocess
 from training.expansion.expanded_generator import load_expanded_generator
 from viewer_app import uploads
-from viewer_app.model import RequestError
+from viewer_app.model import RequestError, load_viewer_model
 from viewer_testing import http_get, http_post, png_file_bytes, png_pixels, running_viewer
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -224,3 +224,11 @@ def test_photo_projection_equals_projector(expanded_server, tmp_path):
     edit, _ = render(expanded_server, photo=job, domains=f'{eg.names[1]}:1')
     assert_within_one_level(edit, png_pixels((tmp_path / 'out' / 'face' / f'{eg.folder_name(1)}.png').read_bytes()))
     assert len(written['face']) > 3
+
+
+def test_allow_task_import_is_repeated_in_the_commands(tmp_path, capsys):
+    model = load_viewer_model(str(require_fixtures(*EXPANDED_PKL)), allow_task_import=True)
+    request = model.parse_request({'seed': ['2'], 'domains': ['dim031:0.5']})
+    command = model.command_line(request)
+    assert '--allow-task-import' in command
+    run_command(command, tmp_path, capsys, model.render(request))
