@@ -36,7 +36,9 @@ TARGETS = ('unpickler', 'safetensors', 'config', 'dataset')
 FIXTURE_PKL = os.path.join(os.path.dirname(__file__), '..', 'tests', 'fixtures', 'stylegan2_tiny', 'tiny32_snapshot.pkl')
 CONFIG_EXAMPLES = os.path.join(os.path.dirname(__file__), '..', 'config_examples')
 WORKER_MEMORY_BYTES = 6 * 2**30  # Address-space cap of a worker: an input that allocates more is a crash.
-INPUT_TIMEOUT_S = 60.0           # Wall-clock cap of one input (generous: the machine may be shared).
+INPUT_TIMEOUT_S = 120.0          # Wall-clock cap of one input (generous: the machine may be shared).
+STARTUP_TIMEOUT_S = 600.0        # Wall-clock cap of a worker's imports and seed making.
+STARTUP_ATTEMPTS = 3             # A worker that cannot start is retried; then the campaign fails.
 
 # ---------------------------------------------------------------------------------------------
 # Seeds.
@@ -470,24 +472,23 @@ def run_campaign(target: str, n: int, seed: int = 0, crash_dir: str | None = Non
                  timeout_s: float = INPUT_TIMEOUT_S, log=print) -> Summary:
     """Run inputs 0..n-1 of `target` in worker subprocesses; returns the counts."""
     summary, begin, index = Summary(target), time.time(), 0
-    seeds = None
+    seeds, failed_starts = None, 0
     while index < n:
         stop = min(n, index + batch)
         stderr = tempfile.TemporaryFile()
         proc = subprocess.Popen([sys.executable, '-m', 'scripts.fuzz', '--worker', target, '--seed', str(seed),
                                  '--start', str(index), '--stop', str(stop)], cwd=_repo_root(),
-                                stdout=subprocess.PIPE, stderr=stderr, text=True)
-        current, deadline, crash = None, time.time() + timeout_s + 120, None  # Start-up: imports and seeds.
+                                stdout=subprocess.PIPE, stderr=stderr, bufsize=0)
+        current, deadline, crash = None, time.time() + STARTUP_TIMEOUT_S, None
+        lines = _LineReader(proc.stdout.fileno())
         while True:
-            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.time()))
-            if not ready:
-                proc.kill()
-                crash = f'timeout: no result within {timeout_s:.0f} s'
-                break
-            line = proc.stdout.readline()
-            if not line:
+            line = lines.next(deadline)
+            if line is None or line == b'':
+                if line is None:
+                    proc.kill()
                 proc.wait()
-                crash = f'worker died (exit status {proc.returncode}; negative = signal)'
+                crash = (f'worker died (exit status {proc.returncode}; negative = signal)' if line == b'' else
+                         f'timeout: no result within {timeout_s:.0f} s' if current is not None else 'start-up timeout')
                 break
             record = json.loads(line)
             if 'start' in record:
@@ -506,10 +507,14 @@ def run_campaign(target: str, n: int, seed: int = 0, crash_dir: str | None = Non
                 break
         proc.stdout.close()
         if crash is not None:
-            if current is None:
+            if current is None:  # Not an input's fault: retry a few times (a busy machine), then give up.
+                failed_starts += 1
                 stderr.seek(0)
-                raise RuntimeError(f'fuzz worker for {target} failed before its first input ({crash}):\n'
-                                   + stderr.read().decode(errors='replace')[-3000:])
+                if failed_starts >= STARTUP_ATTEMPTS:
+                    raise RuntimeError(f'fuzz worker for {target} failed before its first input ({crash}):\n'
+                                       + stderr.read().decode(errors='replace')[-3000:])
+                stderr.close()
+                continue
             summary.tried += 1
             summary.crashes += 1
             seeds = seeds or _seeds_here(target)
@@ -521,6 +526,26 @@ def run_campaign(target: str, n: int, seed: int = 0, crash_dir: str | None = Non
             f'{time.time() - begin:.0f} s')
     summary.seconds = time.time() - begin
     return summary
+
+
+class _LineReader:
+    """Lines from a pipe with a deadline (select on the raw fd: no buffered data hides from it)."""
+
+    def __init__(self, fd: int):
+        self.fd, self.buffer = fd, b''
+
+    def next(self, deadline: float) -> bytes | None:
+        """The next line; b'' at end of file; None when the deadline passes first."""
+        while b'\n' not in self.buffer:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.time()))
+            if not ready:
+                return None
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return b''
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b'\n', 1)
+        return line + b'\n'
 
 
 def _seeds_here(target: str) -> list[bytes]:
