@@ -21,8 +21,7 @@ import click
 import torch
 
 import dnnlib
-import legacy
-from generate import parse_device
+from training.cli_helpers import load_network, parse_device
 from training.expansion import dormancy
 from training.expansion.basis import resolve_latent_basis
 from training.expansion.constants import SUBSPACE_DISTANCE
@@ -35,11 +34,7 @@ MIN_LPIPS_RESOLUTION = 32   # LPIPS-AlexNet's pooling stack needs >= 32 px (smal
 
 def load_snapshot(network_pkl: str, device: torch.device) -> dict:
     """The snapshot dict with `G_ema` in eval mode on `device`; UserError naming --network."""
-    try:
-        with dnnlib.util.open_url(network_pkl) as f:
-            data = legacy.load_network_pkl(f)
-    except (OSError, ValueError) as e:  # missing file, DownloadError, SnapshotError
-        raise dnnlib.util.UserError(f'--network {network_pkl}: {e}') from None
+    data = load_network(network_pkl)
     data['G_ema'] = data['G_ema'].eval().requires_grad_(False).to(device)
     return data
 

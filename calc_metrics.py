@@ -11,7 +11,6 @@ printed as JSON lines and, when --network is a local file, appended to
 processes on a CPU-only machine).
 """
 
-import copy
 import os
 import pickle
 import tempfile
@@ -37,24 +36,56 @@ def load_network(network_pkl: str, flag: str = '--network') -> dict:
         return legacy.load_network_pkl(f)
 
 
+# The dataset class a snapshot's `training_set_kwargs` may name (ours and the official
+# repositories' name for it), and the recorded keys taken over. Data names nothing we execute:
+# any other class name is refused, and the class built is always ours.
+RECORDED_DATASET_CLASS = 'training.dataset.ImageFolderDataset'
+RECORDED_DATASET_KEYS = dict(path=(str,), max_size=(int, type(None)), xflip=(bool,), random_seed=(int,))
+
+
 def resolve_dataset_kwargs(network_dict: dict, data: str | None, mirror: bool | None) -> dnnlib.EasyDict | None:
-    """Dataset options for the real images: --data, else the pickle's training_set_kwargs;
-    resolution and labels follow G_ema. None when neither is available."""
+    """Dataset options for the real images: --data, else the dataset recorded in the pickle's
+    training_set_kwargs (its path and subset options only); resolution and labels follow G_ema.
+    None when neither is available."""
     G = network_dict['G_ema']
     if data is not None:
-        dataset_kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=data)
+        dataset_kwargs = dnnlib.EasyDict(class_name=RECORDED_DATASET_CLASS, path=data)
     elif network_dict.get('training_set_kwargs'):
-        dataset_kwargs = dnnlib.EasyDict(copy.deepcopy(dict(network_dict['training_set_kwargs'])))
-        path = dataset_kwargs.get('path')
-        if path is not None and not os.path.exists(path):
+        dataset_kwargs = _recorded_dataset_kwargs(network_dict['training_set_kwargs'])
+        if not os.path.exists(dataset_kwargs.path):
             raise click.UsageError(f"--data: not given, and the dataset recorded in the network pickle "
-                                   f"('{path}') does not exist here; pass --data DIR_OR_ZIP")
+                                   f"('{dnnlib.util.one_line(dataset_kwargs.path)}') does not exist here; "
+                                   f"pass --data DIR_OR_ZIP")
     else:
         return None
     dataset_kwargs.update(resolution=G.img_resolution, use_labels=G.c_dim != 0)
     if mirror is not None:
         dataset_kwargs.xflip = mirror
     return dataset_kwargs
+
+
+def _recorded_dataset_kwargs(recorded) -> dnnlib.EasyDict:
+    """Our dataset kwargs from a snapshot's training_set_kwargs, checked; never its class."""
+    fix = 'pass --data DIR_OR_ZIP'
+    if not isinstance(recorded, dict):
+        raise click.UsageError(f'--data: not given, and the training_set_kwargs recorded in the network pickle '
+                               f'are not a dict; {fix}')
+    class_name = recorded.get('class_name', RECORDED_DATASET_CLASS)
+    if class_name != RECORDED_DATASET_CLASS:
+        raise click.UsageError(f"--data: not given, and the network pickle records the dataset class "
+                               f"'{dnnlib.util.one_line(class_name, 200)}', which is not ours "
+                               f"({RECORDED_DATASET_CLASS}); {fix}")
+    kwargs = dnnlib.EasyDict(class_name=RECORDED_DATASET_CLASS)
+    for key, types in RECORDED_DATASET_KEYS.items():
+        if key not in recorded:
+            continue
+        if not isinstance(recorded[key], types) or (bool not in types and isinstance(recorded[key], bool)):
+            raise click.UsageError(f'--data: not given, and the training_set_kwargs.{key} recorded in the network '
+                                   f'pickle has the wrong type ({type(recorded[key]).__name__}); {fix}')
+        kwargs[key] = recorded[key]
+    if 'path' not in kwargs:
+        raise click.UsageError(f'--data: not given, and the network pickle records no dataset path; {fix}')
+    return kwargs
 
 
 def expansion_extra(network_dict: dict, parent_pkl: str | None) -> dict:

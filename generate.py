@@ -5,89 +5,15 @@
 """
 
 import os
-import re
 
 import click
-import numpy as np
 import torch
 
 import dnnlib
-import legacy
-from torch_utils import image_utils
 from training import networks_stylegan3
+from training.cli_helpers import load_generator, make_label, parse_device, parse_seeds, save_image, seed_to_z
 
 # ---------------------------------------------------------------------------------------------
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11]; a bad range is a `UserError` naming --seeds."""
-    seeds: list[int] = []
-    for part in str(text).split(','):
-        part = part.strip()
-        match = re.fullmatch(r'(\d+)(?:-(\d+))?', part)
-        if match is None:
-            raise dnnlib.util.UserError(f"--seeds: cannot parse '{part}'; use e.g. '0-7' or '1,5,9-12' "
-                                        f'(non-negative integers, ranges as lo-hi)')
-        lo = int(match.group(1))
-        hi = int(match.group(2)) if match.group(2) is not None else lo
-        if hi < lo:
-            raise dnnlib.util.UserError(f"--seeds: range '{part}' is empty (end < start); write it as {hi}-{lo}")
-        if hi >= 2 ** 32:
-            raise dnnlib.util.UserError(f"--seeds: seed {hi} is too large (numpy seeds are < 2**32)")
-        seeds.extend(range(lo, hi + 1))
-    return seeds
-
-
-def parse_device(text: str) -> torch.device:
-    """The --device value as a torch.device; a malformed name or a device this machine lacks is a
-    `UserError` naming --device (checked before any network is moved there, so no traceback)."""
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise dnnlib.util.UserError(f"--device: cannot parse '{text}'; use cpu, cuda or cuda:N") from None
-    if device.type == 'cpu':
-        return device
-    if device.type != 'cuda':
-        raise dnnlib.util.UserError(f"--device {text}: unsupported device type '{device.type}'; use cpu, cuda or cuda:N")
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count == 0:
-        raise dnnlib.util.UserError(f'--device {text}: no CUDA device is visible on this machine; use --device cpu')
-    if device.index is not None and device.index >= count:
-        raise dnnlib.util.UserError(f'--device {text}: only {count} CUDA device(s) are visible; '
-                                    f'use cuda:0 to cuda:{count - 1}')
-    return device
-
-
-def make_label(G: torch.nn.Module, class_idx: int | None, device: torch.device) -> torch.Tensor:
-    """Conditioning vector `[1, c_dim]`: one-hot for conditional networks, empty otherwise."""
-    c = torch.zeros([1, G.c_dim], device=device)
-    if G.c_dim == 0:
-        if class_idx is not None:
-            print(f'warning: --class={class_idx} ignored: the network is unconditional')
-        return c
-    if class_idx is None:
-        raise dnnlib.util.UserError(f'--class is required: the network is conditional with {G.c_dim} '
-                                    f'classes (pass --class N with 0 <= N < {G.c_dim})')
-    if not 0 <= class_idx < G.c_dim:
-        raise dnnlib.util.UserError(f'--class={class_idx} is out of range for {G.c_dim} classes')
-    c[:, class_idx] = 1
-    return c
-
-
-def seed_to_z(seed: int, z_dim: int) -> np.ndarray:
-    """The stylegan convention: `np.random.RandomState(seed).randn(1, z_dim)`."""
-    return np.random.RandomState(seed).randn(1, z_dim)
-
-
-def load_generator(network_pkl: str, device: torch.device) -> torch.nn.Module:
-    """`G_ema` of a snapshot (path or URL), in eval mode on `device`."""
-    try:
-        f = dnnlib.util.open_url(network_pkl)
-    except (FileNotFoundError, dnnlib.util.DownloadError) as e:
-        raise dnnlib.util.UserError(f'--network: {e}') from None
-    with f:
-        G = legacy.load_network_pkl(f)['G_ema']
-    return G.eval().requires_grad_(False).to(device)
 
 
 def generate_images(network_pkl: str, seeds: list[int], outdir: str, truncation_psi: float = 1.0,
@@ -115,7 +41,7 @@ def generate_images(network_pkl: str, seeds: list[int], outdir: str, truncation_
         with torch.no_grad():
             img = G(z, c, truncation_psi=truncation_psi, noise_mode=noise_mode)
         path = os.path.join(outdir, f'seed{seed:04d}.png')
-        image_utils.save_png_atomic(image_utils.to_pil(image_utils.to_uint8(img)[0]), path)
+        save_image(img, path)
         paths.append(path)
     return paths
 

@@ -15,8 +15,8 @@ import torch
 import tqdm
 
 import dnnlib
-from generate import make_label, parse_device, parse_seeds, seed_to_z
 from torch_utils import image_utils
+from training.cli_helpers import make_label, parse_device, parse_seeds, seed_to_z
 from training.expansion.expanded_generator import load_expanded_generator
 
 # ---------------------------------------------------------------------------------------------

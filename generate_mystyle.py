@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 import dnnlib
-from generate import parse_device
 from torch_utils import image_utils
+from training.cli_helpers import parse_device
 from training.expansion.expanded_generator import ExpandedGenerator, load_expanded_generator
 from training.expansion.tasks.image_files import files_by_stem
 from training.expansion.tasks.mystyle import ANCHOR_EXTENSIONS, load_anchor

@@ -29,10 +29,9 @@ import PIL.Image
 import torch
 
 import dnnlib
-import legacy
-from generate import make_label, parse_device
 from torch_utils import image_utils
 from training import projection
+from training.cli_helpers import load_generator, make_label, parse_device, save_image
 from training.expansion.tasks.image_files import IMAGE_EXTENSIONS, files_by_stem
 
 # ---------------------------------------------------------------------------------------------
@@ -83,12 +82,7 @@ def load_networks(network_pkl: str, expanded: bool, device: torch.device):
         from training.expansion.expanded_generator import load_expanded_generator
         eg = load_expanded_generator(network_pkl, device, flag='--network')
         return eg.G, eg
-    try:
-        with dnnlib.util.open_url(network_pkl) as f:
-            G = legacy.load_network_pkl(f)['G_ema']
-    except (OSError, ValueError) as e:  # missing file, DownloadError, SnapshotError
-        raise dnnlib.util.UserError(f'--network {network_pkl}: {e}') from None
-    return G.eval().requires_grad_(False).to(device), None
+    return load_generator(network_pkl, device), None
 
 
 def make_distance(metric: str, random_backbone: bool, device: torch.device):
@@ -102,10 +96,6 @@ def make_distance(metric: str, random_backbone: bool, device: torch.device):
         raise dnnlib.util.UserError(f'--metric lpips: {e}; or use --metric l2 (pixel MSE, no download)') from None
 
 
-def _save_png(image: torch.Tensor, path: str) -> None:
-    image_utils.save_png_atomic(image_utils.to_pil(image_utils.to_uint8(image)[0]), path)
-
-
 def _save_domains(eg, latent: torch.Tensor, outdir: str, stem: str) -> list[str]:
     """Render a base-subspace latent on the base subspace and every domain; returns written paths."""
     ws = latent.reshape(1, *latent.shape).to(eg.device)                    # [1, w_dim] or [1, num_ws, w_dim]
@@ -114,7 +104,7 @@ def _save_domains(eg, latent: torch.Tensor, outdir: str, stem: str) -> list[str]
     paths = [os.path.join(folder, 'base.png')] + [os.path.join(folder, f'{eg.folder_name(k)}.png')
                                                    for k in range(eg.num_domains)]
     for image, path in zip([base_img] + edit_imgs, paths):
-        _save_png(image, path)
+        save_image(image, path)
     row = image_utils.to_uint8(torch.cat([base_img] + edit_imgs))
     grid = image_utils.make_grid([row[i : i + 1] for i in range(row.shape[0])],
                                  row_labels=['base'] + [f'{d}: {n}' for d, n in zip(eg.dims, eg.names)])
@@ -155,7 +145,7 @@ def project_images(network_pkl: str, target: str, outdir: str, num_steps: int = 
                  os.path.join(outdir, f'{stem}_proj.png')]
         torch.save(latent, paths[0])
         image_utils.save_png_atomic(image_utils.to_pil(target_uint8.transpose(1, 2, 0)), paths[1])
-        _save_png(projection.render_latent(G.synthesis, latent), paths[2])
+        save_image(projection.render_latent(G.synthesis, latent), paths[2])
         if expanded:
             paths += _save_domains(eg, latent, outdir, stem)
         written[stem] = paths

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 import dnnlib
-from generate import make_label, parse_device, parse_seeds, seed_to_z
 from torch_utils import image_utils
+from training.cli_helpers import make_label, parse_device, parse_seeds, seed_to_z
 from training.expansion.expanded_generator import ExpandedGenerator, load_expanded_generator
 
 VIDEO_EXTENSIONS = ('.gif', '.mp4')

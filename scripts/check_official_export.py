@@ -169,7 +169,7 @@ def check_official_export(official_repo: str, network_pkl: str, aligned_repo: st
               help='Where the official tools run (they hard-code cuda; cpu maps it to the CPU).')
 def main(official_repo, network_pkl, aligned_repo, seeds, device):
     """Open an exported snapshot with the official loaders and tools and compare their images with ours."""
-    from generate import parse_seeds  # (moves to training.cli_helpers with the tool-helper split)
+    from training.cli_helpers import parse_seeds
     if not check_official_export(official_repo, network_pkl, aligned_repo, parse_seeds(seeds), device):
         raise click.ClickException('the official tools render the export differently; see FAIL above')
     print('All official-tool comparisons passed.')
