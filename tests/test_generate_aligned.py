@@ -15,6 +15,7 @@ import generate_aligned as generate_aligned_cli
 import legacy
 from conftest import REPO_ROOT, require_fixtures
 from expanded_toy import save_toy_snapshot
+from image_compare import assert_images_close
 from generate_aligned import generate_aligned
 from training.expansion.expanded_generator import ExpandedGenerator, domain_names, load_expanded_generator
 
@@ -88,9 +89,8 @@ def _check_pngs(outdir, pkl, psi, seeds=range(4)):
     for seed in seeds:
         expected = _expected_pixels(data, seed, psi)
         for folder, exp_pixels in zip(FOLDERS, expected):
-            got = _read_png(os.path.join(outdir, folder, f'seed{seed:04d}.png'))
-            diff = np.abs(got.astype(int) - exp_pixels.astype(int))
-            assert diff.max() <= 1 and (diff == 0).mean() > 0.99, (folder, seed, diff.max())
+            assert_images_close(_read_png(os.path.join(outdir, folder, f'seed{seed:04d}.png')), exp_pixels,
+                                msg=f'{folder} seed {seed}')
 
 
 def test_pngs_match_independent_projection_psi1(tmp_path):
@@ -197,8 +197,7 @@ def test_conditional_network_needs_class(tmp_path):
         base = w @ B_K @ B_K.T + (G.mapping.w_avg @ B_R) @ B_R.T
         img = G.synthesis(base + 5.0 * B_R[:, 1], noise_mode='const')
     expected = (img[0] * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    got = _read_png(paths['dim002_negative'][1])
-    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+    assert_images_close(_read_png(paths['dim002_negative'][1]), expected)
     other = generate_aligned(pkl, [1], str(tmp_path / 'out0'), class_idx=0, progress=False)
     assert not np.array_equal(_read_png(other['base'][0]), _read_png(paths['base'][1]))
 

@@ -11,6 +11,7 @@ import torch
 import projector
 from conftest import run_cli_inprocess
 from expanded_toy import W_DIM as TOY_W_DIM, save_toy_snapshot
+from image_compare import assert_images_close
 from tiny_nets import tiny_generator
 from torch_utils import image_utils
 from training import projection
@@ -160,7 +161,7 @@ def test_cli_expanded_mode_renders_base_and_every_domain(tmp_path, capsys):
     for k, name in enumerate(names):
         w = base if k == 0 else subspaces.edit(base, k - 1)
         expected = image_utils.to_uint8(projection.render_latent(G.synthesis, w[0]))[0]
-        assert np.array_equal(np.asarray(PIL.Image.open(out / 'face' / name)), expected), name
+        assert_images_close(out / 'face' / name, expected, msg=name)          # aligned renders: another path
     with PIL.Image.open(out / 'face_domains.png') as grid:
         assert grid.size[1] > 3 * 16                                           # three labelled rows
 
