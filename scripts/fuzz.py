@@ -36,8 +36,9 @@ TARGETS = ('unpickler', 'safetensors', 'config', 'dataset')
 FIXTURE_PKL = os.path.join(os.path.dirname(__file__), '..', 'tests', 'fixtures', 'stylegan2_tiny', 'tiny32_snapshot.pkl')
 CONFIG_EXAMPLES = os.path.join(os.path.dirname(__file__), '..', 'config_examples')
 WORKER_MEMORY_BYTES = 6 * 2**30  # Address-space cap of a worker: an input that allocates more is a crash.
-INPUT_TIMEOUT_S = 120.0          # Wall-clock cap of one input (generous: the machine may be shared).
-STARTUP_TIMEOUT_S = 600.0        # Wall-clock cap of a worker's imports and seed making.
+INPUT_TIMEOUT_S = 60.0           # CPU-time cap of one input (CPU, not wall clock: the machine may be shared).
+INPUT_WALL_CAP_S = 3600.0        # Wall-clock cap of one input, however starved the worker is.
+STARTUP_TIMEOUT_S = 1800.0       # Wall-clock cap of a worker's imports and seed making.
 STARTUP_ATTEMPTS = 3             # A worker that cannot start is retried; then the campaign fails.
 
 # ---------------------------------------------------------------------------------------------
@@ -479,20 +480,29 @@ def run_campaign(target: str, n: int, seed: int = 0, crash_dir: str | None = Non
         proc = subprocess.Popen([sys.executable, '-m', 'scripts.fuzz', '--worker', target, '--seed', str(seed),
                                  '--start', str(index), '--stop', str(stop)], cwd=_repo_root(),
                                 stdout=subprocess.PIPE, stderr=stderr, bufsize=0)
-        current, deadline, crash = None, time.time() + STARTUP_TIMEOUT_S, None
+        current, crash = None, None
+        started_wall, started_cpu = time.time(), 0.0  # Of the worker, then of its current input.
         lines = _LineReader(proc.stdout.fileno())
         while True:
-            line = lines.next(deadline)
-            if line is None or line == b'':
-                if line is None:
-                    proc.kill()
+            line = lines.next(time.time() + 2.0)
+            if line is None:  # Nothing yet: is the input (or the start-up) over its budget?
+                wall, cpu = time.time() - started_wall, _cpu_seconds(proc.pid) - started_cpu
+                if current is None and wall > STARTUP_TIMEOUT_S:
+                    crash = 'start-up timeout'
+                elif current is not None and (cpu > timeout_s or wall > INPUT_WALL_CAP_S):
+                    crash = f'timeout: no result after {cpu:.0f} s of CPU ({wall:.0f} s wall)'
+                else:
+                    continue
+                proc.kill()
                 proc.wait()
-                crash = (f'worker died (exit status {proc.returncode}; negative = signal)' if line == b'' else
-                         f'timeout: no result within {timeout_s:.0f} s' if current is not None else 'start-up timeout')
+                break
+            if line == b'':
+                proc.wait()
+                crash = f'worker died (exit status {proc.returncode}; negative = signal)'
                 break
             record = json.loads(line)
             if 'start' in record:
-                current, deadline = record['start'], time.time() + timeout_s
+                current, started_wall, started_cpu = record['start'], time.time(), _cpu_seconds(proc.pid)
                 continue
             summary.tried += 1
             setattr(summary, {'accepted': 'accepted', 'clean': 'clean', 'crash': 'crashes'}[record['outcome']],
@@ -526,6 +536,16 @@ def run_campaign(target: str, n: int, seed: int = 0, crash_dir: str | None = Non
             f'{time.time() - begin:.0f} s')
     summary.seconds = time.time() - begin
     return summary
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux /proc); 0 when it cannot be read."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 class _LineReader:
