@@ -23,6 +23,7 @@ from metrics import kernel_inception_distance
 from metrics import metric_utils
 from metrics import perceptual_path_length
 from metrics import precision_recall
+from metrics import prdc
 
 # ---------------------------------------------------------------------------------------------
 # Registry.
@@ -324,5 +325,28 @@ def is_tiny(opts):
 def ppl_tiny(opts):
     """PPL in W, endpoints, tiny_num_items pairs (smoke runs and tests)."""
     return _ppl(opts, 'ppl_tiny', num_samples=opts.tiny_num_items, space='w', sampling='end', crop=False)
+
+# ---------------------------------------------------------------------------------------------
+# Precision, recall, density and coverage (Naeem et al. 2020; metrics/prdc.py), k = 5. Features:
+# Inception pool features, or raw pixels with calc_metrics.py --features pixels (toy data).
+
+
+def _prdc(opts, name, max_real, num_gen, nearest_k=prdc.DEFAULT_K):
+    _real_images(opts, name)
+    opts.require_G(name)
+    values = prdc.compute_prdc_metric(opts, max_real=max_real, num_gen=num_gen, nearest_k=nearest_k)
+    return {f'{name}_{key}': value for key, value in values.items()}
+
+
+@register_metric
+def prdc10k_full(opts):
+    """Precision, recall, density, coverage: 10k generated vs. up to 10k dataset images, k = 5."""
+    return _prdc(opts, 'prdc10k_full', max_real=10000, num_gen=10000)
+
+
+@register_metric
+def prdc_tiny(opts):
+    """Precision, recall, density, coverage with tiny_num_items images per side, k = 5 (smoke runs, tests)."""
+    return _prdc(opts, 'prdc_tiny', max_real=opts.tiny_num_items, num_gen=opts.tiny_num_items)
 
 # ---------------------------------------------------------------------------------------------

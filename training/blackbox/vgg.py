@@ -63,24 +63,35 @@ def perceptual_distance(vgg: VGGFeatures, x: torch.Tensor, y: torch.Tensor) -> t
 
 #----------------------------------------------------------------------------
 
+def _random_vgg16_features() -> torch.nn.Sequential:
+    """VGG-16's convolutional part with torchvision's initialisation (Kaiming-normal fan-out
+    convolutions, zero biases), drawn from RANDOM_SEED; built without the 120M-parameter
+    classifier that `vgg16(weights=None)` would initialise and throw away."""
+    from torchvision.models import vgg
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        features = vgg.make_layers(vgg.cfgs['D'])
+        for layer in features:
+            if isinstance(layer, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(layer.weight, mode='fan_out', nonlinearity='relu')
+                torch.nn.init.zeros_(layer.bias)
+    return features
+
 def load_vgg16(weights: str = 'imagenet', device='cpu', layers=DEFAULT_LAYERS) -> VGGFeatures:
     """Frozen VGG-16 features; VggWeightsError when the ImageNet weights are not available."""
     import torchvision  # Imported here: only the perceptual loss needs it.
     if weights not in WEIGHTS:
         raise ValueError(f'unknown VGG weights {weights!r}; choose one of {", ".join(WEIGHTS)}')
     if weights == 'random':
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_SEED)
-            net = torchvision.models.vgg16(weights=None)
-    else:
-        spec = torchvision.models.VGG16_Weights.IMAGENET1K_V1
-        try:
-            net = torchvision.models.vgg16(weights=spec)
-        except Exception as err:  # urllib / OSError / RuntimeError when offline.
-            target = os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(spec.url))
-            raise VggWeightsError(f'VGG-16 ImageNet weights could not be loaded ({type(err).__name__}); torchvision '
-                f'looks for {target}. Offline? Download {spec.url} elsewhere and copy it there, '
-                f'or pass --vgg random (a random-init network: not the published perceptual loss)') from None
+        return VGGFeatures(_random_vgg16_features(), layers).to(device)
+    spec = torchvision.models.VGG16_Weights.IMAGENET1K_V1
+    try:
+        net = torchvision.models.vgg16(weights=spec)
+    except Exception as err:  # urllib / OSError / RuntimeError when offline.
+        target = os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(spec.url))
+        raise VggWeightsError(f'VGG-16 ImageNet weights could not be loaded ({type(err).__name__}); torchvision '
+            f'looks for {target}. Offline? Download {spec.url} elsewhere and copy it there, '
+            f'or pass --vgg random (a random-init network: not the published perceptual loss)') from None
     return VGGFeatures(net.features, layers).to(device)
 
 #----------------------------------------------------------------------------
