@@ -11,6 +11,11 @@ For every target image `STEM.png` (a file, or every image in a folder) this writ
   refused there).
 - `OUTDIR/STEM_target.png` (the target as optimised, after `--resize`) and `OUTDIR/STEM_proj.png`
   (the latent rendered with the generator's constant noise).
+- the official projector's outputs: `OUTDIR/projected_w.npz` (key `w`, float32
+  `[1, num_ws, w_dim]`, what `generate.py --projected-w` reads), `OUTDIR/proj.png`,
+  `OUTDIR/target.png` and, with `--save-video`, `OUTDIR/proj.mp4` (target beside the
+  projection, one frame per step, 10 fps). With several targets these carry the stem:
+  `STEM_projected_w.npz`, `STEM_proj.mp4` (`STEM_proj.png` and `STEM_target.png` exist already).
 - with `--expanded` (a domain-expansion snapshot): the optimisation is constrained to the base
   subspace (every latent it renders is projected with the stored basis and mean `w_avg`, paper
   Eq. 1), so `STEM.pt` is a base-subspace latent; the photo is then shown in every domain:
@@ -33,6 +38,7 @@ from torch_utils import image_utils
 from training import projection
 from training.cli_helpers import load_generator, make_label, parse_device, save_image
 from training.expansion.tasks.image_files import IMAGE_EXTENSIONS, files_by_stem
+from traverse import check_video_path
 
 # ---------------------------------------------------------------------------------------------
 
@@ -76,11 +82,12 @@ def load_target(path: str, resolution: int, channels: int, resize: bool) -> np.n
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-def load_networks(network_pkl: str, expanded: bool, device: torch.device):
-    """`(G, expanded_generator_or_None)`; UserError naming --network."""
+def load_networks(network_pkl: str, expanded: bool, device: torch.device, allow_task_import: bool = False):
+    """`(G, expanded_generator_or_None)`; UserError naming --network. `allow_task_import`: the
+    user's --allow-task-import (import dotted task types named in the snapshot)."""
     if expanded:
         from training.expansion.expanded_generator import load_expanded_generator
-        eg = load_expanded_generator(network_pkl, device, flag='--network')
+        eg = load_expanded_generator(network_pkl, device, flag='--network', allow_task_import=allow_task_import)
         return eg.G, eg
     return load_generator(network_pkl, device), None
 
@@ -116,7 +123,8 @@ def _save_domains(eg, latent: torch.Tensor, outdir: str, stem: str) -> list[str]
 def project_images(network_pkl: str, target: str, outdir: str, num_steps: int = projection.NUM_STEPS, seed: int = 303,
                    w_plus: bool = False, metric: str = 'lpips', expanded: bool = False, resize: bool = False,
                    class_idx: int | None = None, random_backbone: bool = False,
-                   device: torch.device = torch.device('cpu')) -> dict[str, list[str]]:
+                   device: torch.device = torch.device('cpu'), allow_task_import: bool = False,
+                   save_video: bool = False) -> dict[str, list[str]]:
     """Project every target and write its latent and images (module docstring); returns
     `{stem: [written paths]}`. Every input is checked before `outdir` is created."""
     if num_steps < 1:
@@ -124,7 +132,9 @@ def project_images(network_pkl: str, target: str, outdir: str, num_steps: int = 
     if os.path.exists(outdir) and not os.path.isdir(outdir):
         raise dnnlib.util.UserError(f'--outdir {outdir}: exists and is not a folder')
     files = list_targets(target)
-    G, eg = load_networks(network_pkl, expanded, device)
+    if save_video:
+        check_video_path('proj.mp4')  # imageio-ffmpeg present: fail before any work
+    G, eg = load_networks(network_pkl, expanded, device, allow_task_import)
     if expanded and eg.names_note:
         print(f'note: {eg.names_note}')
     c = make_label(G, class_idx, device)
@@ -148,8 +158,36 @@ def project_images(network_pkl: str, target: str, outdir: str, num_steps: int = 
         save_image(projection.render_latent(G.synthesis, latent), paths[2])
         if expanded:
             paths += _save_domains(eg, latent, outdir, stem)
+        paths += save_official_outputs(G.synthesis, result, target_uint8, outdir,
+                                       prefix='' if len(targets) == 1 else f'{stem}_', save_video=save_video)
         written[stem] = paths
     return written
+
+
+def save_official_outputs(G_synthesis, result, target_uint8: np.ndarray, outdir: str, prefix: str,
+                          save_video: bool) -> list[str]:
+    """The official projector's files (module docstring) for one target; returns their paths.
+    `prefix` is '' for a single target (the official names) or 'STEM_'."""
+    ws = result.w_steps                                                     # [num_steps, num_ws, w_dim]
+    paths = [os.path.join(outdir, f'{prefix}projected_w.npz')]
+    with dnnlib.util.atomic_write_path(paths[0]) as tmp, open(tmp, 'wb') as f:
+        np.savez(f, w=ws[-1:].numpy().astype(np.float32))
+    if not prefix:
+        paths += [os.path.join(outdir, 'proj.png'), os.path.join(outdir, 'target.png')]
+        save_image(projection.render_latent(G_synthesis, result.latent), paths[1])
+        image_utils.save_png_atomic(image_utils.to_pil(target_uint8.transpose(1, 2, 0)), paths[2])
+    if save_video:
+        from traverse import write_video
+        device = next(G_synthesis.parameters()).device
+        target_hwc = target_uint8.transpose(1, 2, 0)
+        frames = []
+        with torch.no_grad():
+            for w in ws:
+                synth = image_utils.to_uint8(G_synthesis(w[None].to(device), noise_mode='const'))[0]
+                frames.append(np.concatenate([target_hwc, synth], axis=1))   # target | projection
+        paths.append(os.path.join(outdir, f'{prefix}proj.mp4'))
+        write_video(np.stack(frames), paths[-1], fps=10)
+    return paths
 
 # ---------------------------------------------------------------------------------------------
 
@@ -169,12 +207,15 @@ def project_images(network_pkl: str, target: str, outdir: str, num_steps: int = 
 @click.option('--resize', is_flag=True, help='Center-crop and resize targets to the generator resolution.')
 @click.option('--class', 'class_idx', type=int, default=None, help='Class index (conditional networks).')
 @click.option('--device', default='cpu', show_default=True, help="Torch device, e.g. 'cpu' or 'cuda'.")
+@click.option('--allow-task-import', is_flag=True, help='Import task classes named by dotted paths in the '
+              "snapshot's expansion_cfg (only for snapshots you trust; default: registered types only).")
+@click.option('--save-video', is_flag=True, help='Also write proj.mp4: target and projection at every step (10 fps).')
 def main(network_pkl, target, outdir, num_steps, seed, w_plus, metric, random_backbone, expanded, resize, class_idx,
-         device):
+         device, allow_task_import, save_video):
     """Project images into W (or W+) of a generator; write MyStyle-ready latents."""
     written = project_images(network_pkl, target, outdir, num_steps=num_steps, seed=seed, w_plus=w_plus, metric=metric,
                              expanded=expanded, resize=resize, class_idx=class_idx, random_backbone=random_backbone,
-                             device=parse_device(device))
+                             device=parse_device(device), allow_task_import=allow_task_import, save_video=save_video)
     print(f'Wrote {len(written)} latent(s) and images to {outdir}')
 
 
