@@ -268,13 +268,19 @@ def _network_kwargs(spec, arch, resume_data, resume_source, cfg, fp32, nhwc, fre
                         mapping_kwargs={}, epilogue_kwargs=epilogue_kwargs)
         source = f'--cfg {cfg}'
     # Precision, memory layout and frozen D layers are training choices that keep every tensor name.
+    # A StyleGAN3 Generator takes its synthesis arguments flat, at the top level.
+    stylegan3 = G_kwargs['class_name'] == 'training.networks_stylegan3.Generator'
+    if nhwc and stylegan3:
+        raise OptionError('--nhwc: StyleGAN3 generators have no channels-last option; leave --nhwc out')
+    if fp32 or nhwc:
+        G_synthesis_kwargs = G_kwargs if stylegan3 else G_kwargs.setdefault('synthesis_kwargs', {})
     if fp32:
-        G_kwargs.setdefault('synthesis_kwargs', {})['num_fp16_res'] = 0
+        G_synthesis_kwargs['num_fp16_res'] = 0
         D_kwargs['num_fp16_res'] = 0
         if resume_data is None:
-            G_kwargs['synthesis_kwargs']['conv_clamp'] = D_kwargs['conv_clamp'] = None
+            G_synthesis_kwargs['conv_clamp'] = D_kwargs['conv_clamp'] = None
     if nhwc:
-        G_kwargs.setdefault('synthesis_kwargs', {})['fp16_channels_last'] = True
+        G_synthesis_kwargs['fp16_channels_last'] = True
         D_kwargs.setdefault('block_kwargs', {})['fp16_channels_last'] = True
     if freezed:
         D_kwargs.setdefault('block_kwargs', {})['freeze_layers'] = freezed

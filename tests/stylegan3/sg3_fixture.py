@@ -65,3 +65,21 @@ def build_G(cfg: str) -> networks_stylegan3.Generator:
 def build_D(cfg: str) -> networks.Discriminator:
     return networks.Discriminator(**D_KWARGS[cfg])
 
+
+
+def tiny_sg3_generator(seed: int = 0, w_dim: int = 16, c_dim: int = 0) -> networks_stylegan3.Generator:
+    """A small StyleGAN3 generator (16 px, 4 layers + ToRGB, 16 channels), eval, no grad, for fast tests."""
+    torch.manual_seed(seed)
+    G = networks_stylegan3.Generator(z_dim=w_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=16, img_channels=3,
+                                     channel_base=256, channel_max=16, num_layers=4, num_critical=2, margin_size=4)
+    return G.eval().requires_grad_(False)
+
+
+def save_tiny_sg3_snapshot(path, seed: int = 0) -> str:
+    """Our snapshot format with a tiny StyleGAN3 G / G_ema and a matching StyleGAN2 D."""
+    from training import snapshot_io
+    G = tiny_sg3_generator(seed)
+    D = networks.Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=16)
+    snapshot_io.save_network_pkl(dict(G=G, D=D.eval().requires_grad_(False), G_ema=G, augment_pipe=None,
+                                      training_set_kwargs=None), path)
+    return str(path)

@@ -15,6 +15,7 @@ import os
 import torch
 
 from torch_utils import misc
+from training import networks_stylegan3
 
 #----------------------------------------------------------------------------
 # Tolerance of the orthonormality check on loaded bases: max |B^T B - I|. A float32 SVD of a
@@ -37,8 +38,28 @@ def is_sefa_weight(name: str) -> bool:
 
 #----------------------------------------------------------------------------
 
+def stylegan3_sefa_weight_names(G: torch.nn.Module) -> set:
+    """Parameter names SeFA stacks for a StyleGAN3 generator: the affine of the Fourier input and the
+    affines of every SynthesisLayer except the last (ToRGB) one.
+
+    The ToRGB affine is left out as the StyleGAN2 rule leaves out its ToRGB affines (its styles are
+    not demodulated and are scaled by 1/sqrt(fan-in), so its rows sit on another scale). The input
+    affine (rotation and translation of the Fourier features, [4, w_dim]) is kept: it reads W like
+    the others, and without it a direction that only rotates or shifts the whole image would look
+    dormant and could be repurposed, moving every base image.
+    """
+    synthesis = G.synthesis
+    kept = ['synthesis.input.affine.weight']
+    kept += [f'synthesis.{layer}.affine.weight' for layer in synthesis.layer_names[:-1]]
+    return set(kept)
+
+
 def sefa_weights(G: torch.nn.Module) -> list:
-    """The `(name, weight)` pairs that SeFA stacks, in `G.named_parameters()` order."""
+    """The `(name, weight)` pairs that SeFA stacks, in `G.named_parameters()` order (StyleGAN2:
+    `is_sefa_weight`; StyleGAN3: `stylegan3_sefa_weight_names`)."""
+    if networks_stylegan3.is_stylegan3_synthesis(getattr(G, 'synthesis', None)):
+        names = stylegan3_sefa_weight_names(G)
+        return [(name, param) for name, param in G.named_parameters() if name in names]
     return [(name, param) for name, param in G.named_parameters() if is_sefa_weight(name)]
 
 #----------------------------------------------------------------------------
