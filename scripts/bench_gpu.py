@@ -32,6 +32,7 @@ torch.profiler top-ops table of the expansion step there too.
 
 import contextlib
 import copy
+import inspect
 import json
 import os
 import time
@@ -165,9 +166,11 @@ def build_loss(kind: str, spec: dict, G, D, device, num_domains: int = 0, models
     from training.expansion.loss import DomainExpansionLoss
     w_dim = spec['w_dim']
     basis = torch.linalg.qr(torch.randn([w_dim, w_dim], generator=torch.Generator().manual_seed(2)))[0]
-    frozen = copy.deepcopy(G.synthesis).eval().requires_grad_(False)  # the replay target (Eq. 6)
+    inputs = dict(latent_basis=basis)
+    if 'G_synthesis_frozen' in inspect.signature(DomainExpansionLoss).parameters:  # the replay target (Eq. 6)
+        inputs['G_synthesis_frozen'] = copy.deepcopy(G.synthesis).eval().requires_grad_(False)
     return DomainExpansionLoss(device, G.mapping, G.synthesis, D, nada_config(num_domains, clip_models),
-                               latent_basis=basis, G_synthesis_frozen=frozen, shared_models=models, **common)
+                               shared_models=models, **inputs, **common)
 
 
 def make_optimizers(loss, G, D, lrate: float, fused: bool) -> dict:
@@ -438,7 +441,7 @@ def _csv(value: str) -> list[str]:
 @click.option('--clip-models', default=','.join(NADA_CLIP_MODELS), show_default=True)
 @click.option('--tiny-clip', is_flag=True, help='shrunk CLIP towers (CPU dry run)')
 @click.option('--steps', type=int, default=STEPS_PER_CYCLE, show_default=True, help='timed steps per case')
-@click.option('--warmup', type=int, default=2, show_default=True, help='untimed steps first (from step 0)')
+@click.option('--warmup', type=int, default=1, show_default=True, help='untimed steps first (from step 0: every phase)')
 @click.option('--no-flops', is_flag=True, help='skip the FLOP count')
 @click.option('--profile', 'profile_case', default=None, help='CONFIG:DOMAINS: profile that expansion step (plain)')
 @click.option('--out', 'out_dir', default='bench_gpu_out', show_default=True, help='results folder')
@@ -455,6 +458,12 @@ def main(device, configs, kinds, variants, domains, domain_variants, clip_models
     for name in variants + _csv(domain_variants):
         if name not in VARIANTS:
             raise dnnlib.util.UserError(f'--variants: unknown variant {name!r}; choose from {", ".join(VARIANTS)}')
+    if profile_case:
+        profile_config, _, profile_domains = profile_case.partition(':')
+        if profile_config not in CONFIGS or not profile_domains.isdigit():
+            raise dnnlib.util.UserError(f'--profile: expected CONFIG:DOMAINS with CONFIG one of {", ".join(CONFIGS)}, '
+                                        f'e.g. stylegan2:3; got {profile_case!r}')
+        profile_domains = int(profile_domains)
     os.makedirs(out_dir, exist_ok=True)
     results_path = os.path.join(out_dir, 'bench_gpu.jsonl')
     clips = {}
@@ -471,6 +480,21 @@ def main(device, configs, kinds, variants, domains, domain_variants, clip_models
             f.write(json.dumps(row) + '\n')
         print(json.dumps({k: v for k, v in row.items() if k not in ('forward_gflop', 'profile')}), flush=True)
 
+    if profile_case:  # first: the expansion profile is what section 3 of the issue needs most
+        try:
+            row = run_case(profile_config, 'expand', 'plain', profile_domains, device, warmup, 2, clips,
+                           profile_dir=out_dir, flops=False)
+            row['variant'] = 'plain (profiled run)'
+            print(f'profile of the {profile_config} expansion step, {profile_domains} domains '
+                  f'(ms per step, by self CUDA/CPU time):')
+            for key, ms in row['profile']['top']:
+                print(f'  {ms:9.2f}  {key}')
+            print(f"host-sync events per step: {row['profile']['host_sync_events_per_step']:.1f}", flush=True)
+        except Exception as err:
+            traceback.print_exc()
+            row = dict(config=profile_config, kind='expand', variant='plain (profiled run)', domains=profile_domains,
+                       error=f'{type(err).__name__}: {err}')
+        record(row)
     cases = []
     for config in configs:
         if 'train' in kinds:  # bf16 touches only CLIP and LPIPS, which plain training does not run
@@ -487,15 +511,9 @@ def main(device, configs, kinds, variants, domains, domain_variants, clip_models
         record(row)
         if device.type == 'cuda':
             torch.cuda.empty_cache()
-    if profile_case:
-        config, n = profile_case.split(':')
-        row = run_case(config, 'expand', 'plain', int(n), device, warmup, 2, clips, profile_dir=out_dir, flops=False)
-        record(row)
-        print(f"profile of the {config} expansion step, {n} domains (ms per step, by self CUDA/CPU time):")
-        for key, ms in row['profile']['top']:
-            print(f'  {ms:9.2f}  {key}')
-        print(f"host-sync events per step: {row['profile']['host_sync_events_per_step']:.1f}")
-    table = markdown_table(rows)
+    # The table of every row in the results file: runs into the same --out accumulate.
+    with open(results_path) as f:
+        table = markdown_table([json.loads(line) for line in f if line.strip()])
     with open(os.path.join(out_dir, 'bench_gpu.md'), 'w') as f:
         f.write(table + '\n')
     print(table)

@@ -107,7 +107,7 @@ def _fp16_discriminator(channels_last, **kwargs):
 
 
 @pytest.mark.parametrize('channels_last', [False, True])
-def test_fp16_layers_match_the_cpu_within_fp16_rounding(fx, channels_last, capsys):
+def test_fp16_layers_match_the_cpu_within_fp16_rounding(fx, channels_last):
     ref = fx['ref']
     G_cpu = _with_fp16_layers(fx['G_ema'], _fp16_generator, channels_last)
     D_cpu = _with_fp16_layers(fx['D'], _fp16_discriminator, channels_last)
@@ -121,9 +121,8 @@ def test_fp16_layers_match_the_cpu_within_fp16_rounding(fx, channels_last, capsy
         diff = (img_gpu.cpu() - img_cpu).abs()
         logits_cpu = D_cpu(img_cpu, ref['c'])
         logits_gpu = D_gpu(img_cpu.cuda(), ref['c'].cuda())
-    with capsys.disabled():
-        print(f'\nfp16 layers (channels_last={channels_last}): image |diff| mean {diff.mean():.2e} max '
-              f'{diff.max():.2e}; D logits max |diff| {(logits_gpu.cpu() - logits_cpu).abs().max():.2e}')
+    print(f'\nfp16 layers (channels_last={channels_last}): image |diff| mean {diff.mean():.2e} max '
+          f'{diff.max():.2e}; D logits max |diff| {(logits_gpu.cpu() - logits_cpu).abs().max():.2e}')
     assert torch.isfinite(img_gpu).all() and diff.mean() <= 0.01 and diff.max() <= 0.15, \
         f'fp16 image |diff| mean {diff.mean():.3g} max {diff.max():.3g}'
     assert_close(logits_gpu, logits_cpu, 'D logits fp16', atol=0.05)
@@ -172,7 +171,7 @@ def _train(G, D, device, steps: int, lr: float = 0.002):
     return G.cpu(), D.cpu(), first_grads
 
 
-def test_training_steps_on_cpu_and_gpu_stay_together(fx, capsys):
+def test_training_steps_on_cpu_and_gpu_stay_together(fx):
     G0, D0 = fx['G'], fx['D']
     steps, lr = 3, 0.002
     G_cpu, D_cpu, grads_cpu = _train(G0, D0, torch.device('cpu'), steps, lr)
@@ -191,10 +190,25 @@ def test_training_steps_on_cpu_and_gpu_stay_together(fx, capsys):
         img_cpu = G_cpu.synthesis(ref['gema_ws_psi1'], noise_mode='const')
         img_gpu = G_gpu.synthesis(ref['gema_ws_psi1'], noise_mode='const')
         img_start = G0.synthesis(ref['gema_ws_psi1'], noise_mode='const')
-    with capsys.disabled():
-        print(f'\ntraining CPU vs GPU: first-step gradient rel. diff {worst:.2e}; after {steps} steps mean '
-              f'|param diff| {param_drift:.2%} of {steps}*lr, image max |diff| {(img_gpu - img_cpu).abs().max():.2e} '
-              f'(training moved the image by {(img_cpu - img_start).abs().max():.2e})')
+    print(f'\ntraining CPU vs GPU: first-step gradient rel. diff {worst:.2e}; after {steps} steps mean '
+          f'|param diff| {param_drift:.2%} of {steps}*lr, image max |diff| {(img_gpu - img_cpu).abs().max():.2e} '
+          f'(training moved the image by {(img_cpu - img_start).abs().max():.2e})')
     assert param_drift <= 0.05
     assert (img_gpu - img_cpu).abs().max() <= 0.05
     assert (img_cpu - img_start).abs().max() > 0.02  # the steps did change the network
+
+
+def test_fused_adam_matches_the_default_adam(fx):
+    # bench_gpu's `fused_adam` variant: one multi-tensor CUDA kernel instead of the foreach path.
+    # Same update up to float32 rounding of the same formula.
+    nets = [copy.deepcopy(fx['G']).cuda() for _ in range(2)]
+    gen = torch.Generator().manual_seed(9)
+    grads = [torch.randn(p.shape, generator=gen).cuda() * 1e-2 for p in nets[0].parameters()]
+    for net, fused in zip(nets, (False, True)):
+        opt = torch.optim.Adam(net.parameters(), lr=0.002, betas=(0.0, 0.99), eps=1e-8, fused=fused)
+        for _ in range(3):
+            for p, g in zip(net.parameters(), grads):
+                p.grad = g.clone()
+            opt.step()
+    for (name, p), q in zip(nets[0].named_parameters(), nets[1].parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7, msg=name)
