@@ -89,6 +89,11 @@ def hostile_pickles() -> dict[str, bytes]:
         '_parameters': {'weight': torch.zeros(2, 2), 'bias': torch.zeros(2)}}, '', '0' * 64)
     out['layer_20000x20000'] = pickle.dumps(dict(raw, G=big), protocol=4)
     out['stride0_view'] = pickle.dumps(dict(raw, latent_basis=torch.zeros(1).expand(20000, 20000)), protocol=4)
+    leaf = [0] * 1000
+    out['billion_laughs'] = pickle.dumps(dict(raw, extra=[[leaf] * 1000] * 1000), protocol=4)  # 10^9 when expanded.
+    loop = []
+    loop.append(loop)
+    out['self_containing_list'] = pickle.dumps(dict(raw, extra=loop), protocol=4)
     return out
 
 

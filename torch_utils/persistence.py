@@ -196,21 +196,27 @@ def rebuild_module(format_tag: str, registry_name: str, init_args: tuple, init_k
     return module
 
 
-MAX_ARGUMENT_DEPTH = 16  # Nesting depth of stored constructor arguments (ours and official ones use <= 3).
+MAX_ARGUMENT_DEPTH = 16       # Nesting depth of stored constructor arguments (ours and official ones use <= 3).
+MAX_ARGUMENT_VALUES = 10**5   # Values in stored constructor arguments, shared containers counted per use.
 _PLAIN_SCALARS = (type(None), bool, int, float, str)
 
 
 def check_plain_arguments(init_args: Any, init_kwargs: Any, what: str) -> None:
     """Stored constructor arguments must be a tuple/list and a dict with str keys of plain data:
     None, bool, int, float, str, and lists, tuples and str-keyed dicts of those, nested at most
-    MAX_ARGUMENT_DEPTH deep. Anything else (a tensor, a record, a set) is a SnapshotError."""
+    MAX_ARGUMENT_DEPTH deep, at most MAX_ARGUMENT_VALUES values (a container the pickle shares
+    counts each time it is used). Anything else (a tensor, a record, a set) is a SnapshotError."""
     if not isinstance(init_args, (tuple, list)):
         raise SnapshotError(f'{what}: stored positional arguments are a {type(init_args).__name__}, not a tuple')
     if not isinstance(init_kwargs, dict):
         raise SnapshotError(f'{what}: stored keyword arguments are a {type(init_kwargs).__name__}, not a dict')
     stack = [(init_args, 0, 'args'), (init_kwargs, 0, 'kwargs')]
+    visited = 0
     while stack:
         value, depth, where = stack.pop()
+        visited += 1
+        if visited > MAX_ARGUMENT_VALUES:
+            raise SnapshotError(f'{what}: stored constructor arguments hold more than {MAX_ARGUMENT_VALUES} values')
         if isinstance(value, _PLAIN_SCALARS):
             continue
         if depth >= MAX_ARGUMENT_DEPTH:

@@ -126,23 +126,45 @@ def load_network_pkl(f: BinaryIO | str | os.PathLike, force_fp16: bool = False) 
         return _finish(raw, source, force_fp16)
 
 
-MAX_SNAPSHOT_DEPTH = 64  # Nesting of containers in a snapshot (ours use < 10); deeper is refused.
+MAX_SNAPSHOT_DEPTH = 64         # Nesting of containers in a snapshot (ours use < 10); deeper is refused.
+MAX_SNAPSHOT_VALUES = 10**6     # Values in a snapshot with shared containers counted once per use.
+_CONTAINERS = (dict, list, tuple, set, frozenset)
 
 
-def check_nesting(value: Any, source: str, max_depth: int = MAX_SNAPSHOT_DEPTH) -> None:
-    """SnapshotError when dicts/lists/tuples/sets in `value` nest deeper than `max_depth` (code
-    that walks the content later must never meet a RecursionError)."""
-    pending = [(value, 0)]
-    seen = set()
-    while pending:
-        item, depth = pending.pop()
-        if not isinstance(item, (dict, list, tuple, set, frozenset)) or id(item) in seen:
-            continue
-        if depth >= max_depth:
+def check_nesting(value: Any, source: str, max_depth: int = MAX_SNAPSHOT_DEPTH,
+                  max_values: int = MAX_SNAPSHOT_VALUES) -> None:
+    """SnapshotError unless the containers in `value` form a tree-like structure that code walking
+    it later can afford: nested at most `max_depth` deep, no container inside itself, and at most
+    `max_values` values once containers referenced several times (pickle memo) are expanded, so
+    no RecursionError and no exponential copy ("billion laughs") can follow."""
+    expanded = {}  # id of a finished container -> (values, height) of its expansion
+    active = set()
+
+    def measure(item, depth: int) -> tuple[int, int]:
+        if not isinstance(item, _CONTAINERS):
+            return 1, 0
+        key = id(item)
+        if key in active:
+            raise SnapshotError(f'{source}: a container contains itself; not a network snapshot')
+        values, height = expanded.get(key) or (None, 0)
+        if values is None:
+            if depth >= max_depth:
+                raise SnapshotError(f'{source}: containers nest deeper than {max_depth} levels; not a network snapshot')
+            active.add(key)
+            values = 1
+            for child in ([*item.keys(), *item.values()] if isinstance(item, dict) else item):
+                child_values, child_height = measure(child, depth + 1)
+                values, height = values + child_values, max(height, child_height + 1)
+                if values > max_values:
+                    raise SnapshotError(f'{source}: holds more than {max_values} values once shared containers are '
+                                        f'expanded; not a network snapshot')
+            active.discard(key)
+            expanded[key] = values, height
+        if depth + height > max_depth:
             raise SnapshotError(f'{source}: containers nest deeper than {max_depth} levels; not a network snapshot')
-        seen.add(id(item))
-        children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
-        pending.extend((child, depth + 1) for child in children)
+        return values, height
+
+    measure(value, 0)
 
 
 @contextlib.contextmanager

@@ -54,6 +54,8 @@ def _load_error(data: bytes) -> str:
     ('record__init_kwargs_dict', 'cannot build Generator'),
     ('layer_20000x20000', "tensor 'weight' has shape [2, 2] in the snapshot but [20000, 20000]"),
     ('stride0_view', 'does not fit its storage of 1 elements'),
+    ('billion_laughs', 'holds more than 1000000 values once shared containers are expanded'),
+    ('self_containing_list', 'a container contains itself'),
 ])
 def test_hostile_pickle_is_one_line(hostile, name, expect):
     assert expect in _load_error(hostile[name])
@@ -121,6 +123,10 @@ def test_our_format_checks_constructor_arguments():
         deep = [deep]
     with pytest.raises(SnapshotError, match='nest deeper than 16'):
         persistence.rebuild_module(persistence.FORMAT_TAG, name, (), dict(in_features=deep, out_features=2), tensors)
+    shared = [[0] * 100] * 100
+    with pytest.raises(SnapshotError, match='hold more than 100000 values'):
+        persistence.rebuild_module(persistence.FORMAT_TAG, name, (), dict(in_features=[shared] * 100, out_features=2),
+                                   tensors)
     with pytest.raises(SnapshotError, match='module flags are malformed'):
         persistence.rebuild_module(persistence.FORMAT_TAG, name, (), dict(in_features=2, out_features=2), tensors,
                                    {'training': 5})
