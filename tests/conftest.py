@@ -15,6 +15,12 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# tests/core holds test modules whose helpers other folders import by basename (tests/gpu uses
+# test_bias_act's inputs and test_networks_parity's fixture networks): importable from any folder.
+_CORE_TESTS = str(REPO_ROOT / 'tests' / 'core')
+if _CORE_TESTS not in sys.path:
+    sys.path.append(_CORE_TESTS)
+
 
 def fixtures_dir() -> Path:
     """`tests/fixtures`: official-format fixtures vendored into the repository (see its README),

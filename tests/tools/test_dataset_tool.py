@@ -12,10 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 import dataset_tool
+from conftest import REPO_ROOT
 from dataset_tool import convert_dataset
 from training.dataset import DatasetError, ImageFolderDataset
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _photo(path, width, height, mode='RGB'):

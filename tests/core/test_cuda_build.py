@@ -17,14 +17,13 @@ import click
 import pytest
 import torch
 
+from conftest import REPO_ROOT
 from test_bias_act import safe_inputs, value_grad_gradgrad
 from torch_utils import custom_ops
 from torch_utils.ops import bias_act, bias_act_cuda
 
 ACTS = list(bias_act.activation_funcs)
 BUILD_ARCH = '8.0'  # one compute capability keeps the CI build short
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope='module')
 def build_env(tmp_path_factory):

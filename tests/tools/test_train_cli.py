@@ -18,13 +18,12 @@ from click.testing import CliRunner
 import legacy
 import train
 from training import launch, run_options
+from conftest import REPO_ROOT
 from tiny_nets import snapshot_data, tiny_discriminator, tiny_generator
 from training import logging_sinks
 from training import loop_state
 from training import snapshot_io
 from training.synthetic_data import make_synthetic_dataset
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -10,9 +10,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from conftest import REPO_ROOT
 from scripts import report
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _stat(mean, std=0.0, num=4):
