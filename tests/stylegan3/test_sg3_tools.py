@@ -64,7 +64,8 @@ def test_projector_moves_towards_a_stylegan3_image(tmp_path):
     pkl = str(sg3_fixture.path('t', 'snapshot.pkl'))
     target = generate.generate_images(pkl, [5], str(tmp_path / 'target'))[0]
     written = projector.project_images(pkl, target, str(tmp_path / 'proj'), num_steps=12, metric='l2')
-    latent_path, _, proj_png = written['seed0005']
+    by_name = {os.path.basename(path): path for path in written['seed0005']}
+    latent_path, proj_png = by_name['seed0005.pt'], by_name['seed0005_proj.png']
     G = legacy.load_network_pkl(pkl)['G_ema']
     latent = torch.load(latent_path)
     assert latent.shape == (G.w_dim,)
