@@ -502,6 +502,8 @@ def main(device, configs, kinds, variants, domains, domain_variants, clip_models
         if 'expand' in kinds:
             for i, n in enumerate(domain_counts):
                 cases += [(config, 'expand', v, n) for v in (variants if i == 0 else _csv(domain_variants))]
+    # Plain cases first, so that a time limit leaves the baseline of every step kind.
+    cases.sort(key=lambda case: case[2] != 'plain')
     for config, kind, variant, n in cases:
         try:
             row = run_case(config, kind, variant, n, device, warmup, steps, clips, flops=not no_flops)

@@ -38,7 +38,7 @@ stage environment
   nvcc --version | tail -2; nproc; } 2>&1 | tee "$OUT/env.txt"
 
 stage "CUDA tests"
-timeout "${TEST_TIMEOUT_S:-150}" "$PY" -m pytest -q -rfEsP -p no:cacheprovider ${PYTEST_WORKERS--n 8} \
+OMP_NUM_THREADS=2 timeout "${TEST_TIMEOUT_S:-130}" "$PY" -m pytest -v -rfEsP -p no:cacheprovider ${PYTEST_WORKERS--n 8} \
     -k cuda tests/gpu tests/core/test_bias_act.py tests/core/test_upfirdn2d.py tests/core/test_cuda_build.py 2>&1 | tee "$OUT/pytest.txt"
 echo "pytest exit code: ${PIPESTATUS[0]}"
 
@@ -51,17 +51,17 @@ stage "benchmark: stylegan2 1024^2, with the expansion-step profile"
 BIG=${BENCH_BIG:-stylegan2}
 SMALL=${BENCH_SMALL:-paper256}
 # BENCH_EXTRA: more bench_gpu options, last (a CPU dry run: --device cpu --tiny-clip --steps 1 --domains 3,4)
-timeout "${BENCH_1024_TIMEOUT_S:-170}" "$PY" -m scripts.bench_gpu --configs "$BIG" --variants "$VARIANTS" \
+timeout "${BENCH_1024_TIMEOUT_S:-160}" "$PY" -m scripts.bench_gpu --configs "$BIG" --variants "$VARIANTS" \
     --domains 3,100 --profile "$BIG:3" --out "$OUT" ${BENCH_EXTRA:-}
 echo "exit code: $?"
 stage "benchmark: paper256"
-timeout "${BENCH_256_TIMEOUT_S:-100}" "$PY" -m scripts.bench_gpu --configs "$SMALL" --variants "$VARIANTS" \
+timeout "${BENCH_256_TIMEOUT_S:-90}" "$PY" -m scripts.bench_gpu --configs "$SMALL" --variants "$VARIANTS" \
     --domains 3,100 --out "$OUT" ${BENCH_EXTRA:-}
 echo "exit code: $?"
-if [ "${COMPILE_TIMEOUT_S:-70}" -gt 0 ]; then
+if [ "${COMPILE_TIMEOUT_S:-60}" -gt 0 ]; then
     stage "benchmark: torch.compile (paper256 expansion step; time-boxed)"
-    timeout "${COMPILE_TIMEOUT_S:-70}" "$PY" -m scripts.bench_gpu --configs "$SMALL" --kinds expand \
-        --variants compile --domains 3 --no-flops --out "$OUT" ${BENCH_EXTRA:-}
+    timeout "${COMPILE_TIMEOUT_S:-60}" "$PY" -m scripts.bench_gpu --configs "$SMALL" --kinds expand \
+        --variants compile --domains 3 --no-flops --warmup 2 --out "$OUT" ${BENCH_EXTRA:-}
     echo "exit code: $?"
 fi
 stage done
