@@ -43,9 +43,9 @@ OMP_NUM_THREADS=2 timeout "${TEST_TIMEOUT_S:-130}" "$PY" -m pytest -v -rfEsP -p 
 echo "pytest exit code: ${PIPESTATUS[0]}"
 
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
-    VARIANTS=plain,tf32
+    VARIANTS=${BENCH_VARIANTS:-plain,tf32}
 else
-    VARIANTS=plain,tf32,bf16,channels_last,fused_adam
+    VARIANTS=${BENCH_VARIANTS:-plain,tf32,bf16,channels_last,fused_adam}
 fi
 stage "benchmark: stylegan2 1024^2, with the expansion-step profile"
 BIG=${BENCH_BIG:-stylegan2}
