@@ -9,6 +9,12 @@ domain k trains its own adaptation loss on its repurposed subspace (Eq. 4). Tota
 Phases (spec section 8): 'G_expand_and_recon' (every step), 'G_adv' (every step), 'G_reg'
 (path length, every G_reg_interval), 'D_adv', 'D_reg' (R1, every D_reg_interval); without lazy
 regularisation 'G_all' and 'D_all'. All G phases share one optimizer over `G.synthesis` only.
+The GAN phases are StyleGAN2Loss's own ('G_adv' runs its 'Gmain', ... see GAN_PHASES), called
+through its public `accumulate_gradients` with the base-subspace fakes handed in as a function.
+
+Inputs resolved once by the loop set-up (`DomainExpansionLoss.resolve_inputs`), never by the loss:
+the latent basis (the resumed snapshot's stored one, else --latent_factors_path, else SeFA of the
+starting G_ema) and the frozen source synthesis.
 
 Departures from the official code, each deliberate (see README, "Domain expansion"):
 - A lambda set to 0 removes exactly its term and its compute. The official code ties the LPIPS
