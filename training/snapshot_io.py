@@ -10,6 +10,8 @@
 
 Official networks are rebuilt from their stored constructor arguments (`_init_kwargs`), then every
 tensor is copied by state_dict name; a name present on one side only is an error (spec section 9).
+Official StyleGAN3 generators are recognised from their data and built as
+`training.networks_stylegan3` classes (training/snapshot_io_stylegan3.py).
 """
 
 import collections
