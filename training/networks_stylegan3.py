@@ -7,10 +7,12 @@ below as "spec <section>"; paper: Karras et al. 2021, "Alias-Free Generative Adv
 The discriminator of StyleGAN3 pickles is the StyleGAN2 one (`training.networks.Discriminator`).
 
 Deliberate differences from the official code (outputs on the official path are unchanged):
-- The W average and the magnitude EMAs follow our StyleGAN2 rule (`training/networks.py`):
-  `update_emas=None` (the default) updates them in training mode unless `skip_w_avg_update`;
-  an explicit `update_emas=True/False` alone decides, as in the official code. Our training loop
-  and the expansion code drive both families through that one rule.
+- The W average follows our StyleGAN2 rule (`training/networks.py`): `update_emas=None` (the
+  default) updates it in training mode unless `skip_w_avg_update`; an explicit `update_emas`
+  alone decides, as in the official code. Our StyleGAN2 loss and the expansion code drive both
+  families through that one rule. The magnitude EMAs of the synthesis layers keep the official
+  rule: they move only when `update_emas=True` is passed (so expansion, which renders edited
+  domains in training mode, never shifts the input normalisation of the base).
 - A module cast with `.double()` computes in float64 where the official code hard-codes float32.
 - fp16 layers compute in float16 only on CUDA (the official code does the same for this network).
 - No CUDA kernel of ours for the filtered leaky ReLU: every device runs its reference path
@@ -48,7 +50,7 @@ def _fir(f: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _should_update_emas(module: torch.nn.Module, skip_w_avg_update: bool, update_emas: bool | None) -> bool:
-    """The EMA rule shared by mapping and synthesis layers (module docstring)."""
+    """Whether the mapping updates its W average (module docstring)."""
     if update_emas is not None:
         if skip_w_avg_update and update_emas:
             raise ValueError('update_emas=True contradicts skip_w_avg_update=True; pass only one')
@@ -368,11 +370,11 @@ class SynthesisLayer(torch.nn.Module):
         pad_hi = pad_total - pad_lo
         self.padding = [int(pad_lo[0]), int(pad_hi[0]), int(pad_lo[1]), int(pad_hi[1])]
 
-    def forward(self, x, w, noise_mode='random', force_fp32=False, skip_w_avg_update=False, update_emas=None):
+    def forward(self, x, w, noise_mode='random', force_fp32=False, update_emas=False):
         """x `[N, in_channels, in_h, in_w]`, w `[N, w_dim]` -> `[N, out_channels, out_h, out_w]`.
 
         `noise_mode` is accepted for interface compatibility and ignored: StyleGAN3 has no noise.
-        EMA rule for `magnitude_ema`: module docstring.
+        `update_emas=True` moves `magnitude_ema` towards this batch's input mean square.
         """
         if noise_mode not in ('random', 'const', 'none'):
             raise ValueError(f"SynthesisLayer: noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
@@ -380,7 +382,7 @@ class SynthesisLayer(torch.nn.Module):
         base_dtype = _base_dtype(self)
 
         # Input normalisation by the running mean square of the input (paper Sec. 3.2, "magnitude EMA").
-        if _should_update_emas(self, skip_w_avg_update, update_emas):
+        if update_emas:
             magnitude = x.detach().to(base_dtype).square().mean()
             self.magnitude_ema.copy_(magnitude.lerp(self.magnitude_ema, self.magnitude_ema_beta))
         input_gain = self.magnitude_ema.to(base_dtype).rsqrt()
@@ -487,7 +489,7 @@ class SynthesisNetwork(torch.nn.Module):
     def forward(self, ws, **layer_kwargs):
         """ws `[N, num_ws, w_dim]` -> image `[N, img_channels, R, R]`; row 0 drives the input, row i+1 layer i.
 
-        `layer_kwargs`: noise_mode (ignored), force_fp32, update_emas, skip_w_avg_update.
+        `layer_kwargs`: noise_mode (ignored), force_fp32, update_emas (magnitude EMAs).
         """
         misc.assert_shape(ws, [None, self.num_ws, self.w_dim])
         dtype = _base_dtype(self)
@@ -537,12 +539,13 @@ class Generator(torch.nn.Module):
     def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=None, **synthesis_kwargs):
         """z `[N, z_dim]`, c `[N, c_dim]` -> image `[N, img_channels, R, R]`.
 
-        `synthesis_kwargs`: noise_mode (ignored), force_fp32. `update_emas` reaches both the W
-        average and the magnitude EMAs (module docstring).
+        `synthesis_kwargs`: noise_mode (ignored), force_fp32. `update_emas`: None = the W average
+        follows the training-mode rule and the magnitude EMAs stay; True / False = both move / stay
+        (module docstring).
         """
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           update_emas=update_emas)
-        return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
+        return self.synthesis(ws, update_emas=bool(update_emas), **synthesis_kwargs)
 
     def extra_repr(self):
         return (f'z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}, '

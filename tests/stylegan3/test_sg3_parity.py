@@ -136,6 +136,12 @@ def test_ema_updates(fx):
     # update_emas=False leaves them alone, even in training mode.
     G(t(ref['z']), t(ref['c']), update_emas=False)
     torch.testing.assert_close(G.mapping.w_avg, t(ref['w_avg_after_update']), **EMA_TOL)
+    # Default (None) in training mode: the W average moves (StyleGAN2 rule), the magnitude EMAs stay.
+    magnitudes = [getattr(G.synthesis, n).magnitude_ema.clone() for n in names]
+    w_avg = G.mapping.w_avg.clone()
+    G(t(ref['z']), t(ref['c']))
+    assert not torch.equal(G.mapping.w_avg, w_avg)
+    assert all(torch.equal(getattr(G.synthesis, n).magnitude_ema, m) for n, m in zip(names, magnitudes))
 
 
 def test_float64_references(fx):
