@@ -8,9 +8,10 @@ then, in a separate Python process whose import path is the checkout alone (so i
 `dnnlib`, `torch_utils` and `legacy` are used):
 
 1. the checkout's `legacy.load_network_pkl` opens the export and renders `G_ema` for each seed
-   (z = RandomState(seed).randn, noise_mode='const'); compared with our renders (float, 1e-4);
-2. the checkout's `generate.py` writes `seedNNNN.png` for the seeds; compared with our uint8
-   images (at most 1 level per pixel);
+   (z = RandomState(seed).randn, noise_mode='const'), as loaded and with `force_fp16=True`
+   (rebuilt from the stored constructor arguments); compared with our renders (float, 1e-4);
+2. the checkout's `generate.py` (stylegan2-ada-pytorch) or `gen_images.py` (stylegan3) writes
+   `seedNNNN.png` for the seeds; compared with our uint8 images (at most 1 level per pixel);
 3. with `--aligned-repo` (an expanded snapshot), domain-expansion's `generate_aligned.py`
    renders base and per-dimension edits (its image writer is replaced by one that records the
    tensors, since it writes JPEG through a torchvision argument newer versions removed; its RNG
@@ -53,19 +54,24 @@ if device == 'cpu':
     torch.device = _CpuOnly
 import dnnlib, legacy
 if mode == 'generate':
-    with dnnlib.util.open_url(pkl) as f:
-        G = legacy.load_network_pkl(f)['G_ema'].to(torch.device('cuda'))
-    print('G_ema class:', type(G).__mro__[1].__module__ + '.' + type(G).__name__)
-    images = []
-    with torch.no_grad():
-        for seed in seeds:
-            z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(torch.device('cuda'))
-            c = torch.zeros([1, G.c_dim], device=z.device)
-            images.append(G(z, c, truncation_psi=1, noise_mode='const').cpu().numpy())
-    np.save(outdir + '/legacy_images.npy', np.concatenate(images))
-    import generate
-    generate.generate_images.main(['--network', pkl, '--seeds', ','.join(map(str, seeds)), '--trunc', '1',
-                                   '--noise-mode', 'const', '--outdir', outdir], standalone_mode=False)
+    import os
+    for force_fp16 in (False, True):
+        with dnnlib.util.open_url(pkl) as f:
+            G = legacy.load_network_pkl(f, force_fp16=force_fp16)['G_ema'].to(torch.device('cuda'))
+        print('G_ema class:', type(G).__mro__[1].__module__ + '.' + type(G).__name__, 'force_fp16', force_fp16)
+        images = []
+        with torch.no_grad():
+            for seed in seeds:
+                z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(torch.device('cuda'))
+                c = torch.zeros([1, G.c_dim], device=z.device)
+                images.append(G(z, c, truncation_psi=1, noise_mode='const').float().cpu().numpy())
+        np.save(outdir + f'/legacy_images{"_fp16" if force_fp16 else ""}.npy', np.concatenate(images))
+    # stylegan2-ada-pytorch: generate.py; stylegan3: gen_images.py (same flags and file names).
+    tool = 'generate' if os.path.isfile('generate.py') else 'gen_images' if os.path.isfile('gen_images.py') else None
+    print('image tool:', tool)
+    if tool is not None:
+        __import__(tool).generate_images.main(['--network', pkl, '--seeds', ','.join(map(str, seeds)), '--trunc', '1',
+                                               '--noise-mode', 'const', '--outdir', outdir], standalone_mode=False)
 else:
     import generate_aligned
     recorded = {}
@@ -107,12 +113,19 @@ def _check_generate(ours: dict, repo: str, pkl: str, work: str, seeds: list[int]
     mine = _our_images(ours['G_ema'], seeds)
     theirs = torch.from_numpy(np.load(os.path.join(work, 'legacy_images.npy'))).float()
     results = [_report('legacy.load_network_pkl + G_ema', float((mine - theirs).abs().max()), IMAGE_ATOL)]
+    # force_fp16 rebuilds from init_kwargs; on CPU the fp16 blocks compute in float32 (clamp 256 only).
+    fp16 = torch.from_numpy(np.load(os.path.join(work, 'legacy_images_fp16.npy'))).float()
+    results.append(_report('legacy.load_network_pkl(force_fp16=True) + G_ema', float((mine - fp16).abs().max()),
+                           IMAGE_ATOL if device == 'cpu' else 0.05))
+    if not os.path.isfile(os.path.join(work, f'seed{seeds[0]:04d}.png')):
+        print(f'SKIP  generate.py / gen_images.py: {repo} has neither')
+        return results
     mine_uint8 = (mine.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).numpy()
     worst = 0
     for i, seed in enumerate(seeds):
         png = np.asarray(Image.open(os.path.join(work, f'seed{seed:04d}.png')))
         worst = max(worst, int(np.abs(png.astype(np.int16).reshape(mine_uint8[i].shape) - mine_uint8[i]).max()))
-    results.append(_report('generate.py seedNNNN.png', worst, UINT8_MAX_DIFF))
+    results.append(_report('generate.py / gen_images.py seedNNNN.png', worst, UINT8_MAX_DIFF))
     return results
 
 
