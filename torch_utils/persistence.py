@@ -500,8 +500,8 @@ def _safe_empty_bytes(*args):
 #
 # numpy's own reconstruction functions trust their input: a dtype whose state (BUILD) claims it
 # holds Python objects makes `scalar` read file bytes as an object pointer (a crash or worse).
-# So every numpy global is replaced by a checking function that accepts only the dtypes below,
-# in native layout (no fields, subarrays or metadata), and builds the result itself.
+# So every numpy global is replaced by a checking function that accepts only the dtypes below
+# (either byte order; no fields, subarrays or metadata) and builds the result itself.
 
 PLAIN_NUMPY_DTYPE_CODES = frozenset(['b1', 'i1', 'i2', 'i4', 'i8', 'u1', 'u2', 'u4', 'u8',
                                      'f2', 'f4', 'f8', 'c8', 'c16'])  # `np.dtype(x).__reduce__()[1][0]`
