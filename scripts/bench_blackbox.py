@@ -180,7 +180,7 @@ def main():
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--num-train', type=int, default=150)
     parser.add_argument('--batch', type=int, default=32, help='sampler-alone batch size')
-    parser.add_argument('--sampler-configs', default='3000:1e-3:50',
+    parser.add_argument('--sampler-configs', default='3000:1e-3:50,3000:1e-3:100,1500:2e-3:50',
                         help='sampler-alone runs as STEPS:LR:T, comma-separated')
     parser.add_argument('--steps', type=int, default=pipeline.DEFAULT_STEPS, help='pipeline sampler steps')
     parser.add_argument('--grid', default=None, help='timing part: write a PNG grid of targets and samples here')

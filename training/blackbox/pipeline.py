@@ -3,8 +3,8 @@ generate_blackbox.py only parse flags and call these):
 
   adapt:    check every input, invert the targets into W+ (cached), standardise, train the latent
             sampler with Eq. 2, write `sampler-snapshot.pt`; returns its absolute path.
-  generate: draw one latent per seed, style-mix it, render it with the frozen generator, write
-            `seedNNNN.png` per seed.
+  generate: draw one latent per seed, style-mix it, optionally edit it with a text prompt
+            (Eq. 7), render it with the frozen generator, write `seedNNNN.png` per seed.
 """
 
 import hashlib
@@ -15,6 +15,7 @@ import torch
 
 import dnnlib
 from training import cli_helpers
+from training.blackbox import editing
 from training.blackbox import inversion
 from training.blackbox import loss as loss_module
 from training.blackbox import mixing
@@ -142,24 +143,30 @@ def train_latent_sampler(G, ws: torch.Tensor, o: dnnlib.EasyDict, vgg_net, stats
 
 #----------------------------------------------------------------------------
 
-@torch.no_grad()
-def render_seeds(G, sampler: sampler_module.LatentSampler, seeds: list, alpha: float, first_layer: int) -> torch.Tensor:
+def render_seeds(G, sampler: sampler_module.LatentSampler, seeds: list, alpha: float, first_layer: int,
+        edit: dict = None) -> torch.Tensor:
     """Images `[len(seeds), C, H, W]` in [-1, 1]: the sampler's latent of each seed, style-mixed
-    with that seed's source latent (z = RandomState(seed).randn(z_dim)), rendered by G."""
+    with that seed's source latent (z = RandomState(seed).randn(z_dim)), optionally text-edited
+    (`edit`: keyword arguments of `editing.edit_latents`: clip, text, source_text, num_steps),
+    rendered by G."""
     device = next(sampler.parameters()).device
-    ws = sampler.sample_seeds(seeds, device=device)                             # [n, num_ws, w_dim]
-    z = cli_helpers.seeds_to_z(list(seeds), G.z_dim, device)
-    w_source = G.mapping(z, torch.zeros([len(seeds), G.c_dim], device=device))[:, 0]
-    return G.synthesis(mixing.mix_styles(ws, w_source, alpha, first_layer), noise_mode='const')
+    with torch.no_grad():
+        ws = sampler.sample_seeds(seeds, device=device)                         # [n, num_ws, w_dim]
+        z = cli_helpers.seeds_to_z(list(seeds), G.z_dim, device)
+        w_source = G.mapping(z, torch.zeros([len(seeds), G.c_dim], device=device))[:, 0]
+        ws = mixing.mix_styles(ws, w_source, alpha, first_layer)
+    if edit is not None:
+        ws, _ = editing.edit_latents(G, ws, **edit)                             # Eq. 7
+    with torch.no_grad():
+        return G.synthesis(ws, noise_mode='const')
 
-@torch.no_grad()
 def generate(network_pkl: str, sampler_pkl: str, seeds: list, outdir: str, mix_alpha: float = None,
-        batch_size: int = 64, device='cpu') -> list:
+        batch_size: int = 64, device='cpu', edit: dict = None) -> list:
     """Write `outdir/seedNNNN.png` for each seed; returns the paths. Sample i depends only on seeds[i].
 
     The seed draws the reverse-process noise (torch.Generator(seed)) and the style-mixing source
     latent (z = np.random.RandomState(seed).randn(z_dim), the stylegan convention). mix_alpha:
-    None uses the snapshot's value.
+    None uses the snapshot's value. edit: text editing of the samples (see `render_seeds`).
     """
     device = torch.device(device)
     _require_file(network_pkl, '--network')
@@ -176,7 +183,7 @@ def generate(network_pkl: str, sampler_pkl: str, seeds: list, outdir: str, mix_a
     paths = []
     for start in range(0, len(seeds), batch_size):
         part = seeds[start : start + batch_size]
-        for seed, image in zip(part, render_seeds(G, sampler, part, alpha, first_layer)):
+        for seed, image in zip(part, render_seeds(G, sampler, part, alpha, first_layer, edit)):
             path = os.path.join(outdir, f'seed{seed:04d}.png')
             cli_helpers.save_image(image, path)
             paths.append(path)
