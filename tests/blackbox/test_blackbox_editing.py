@@ -65,7 +65,7 @@ def test_render_seeds_applies_the_edit():
     G, ws = _setup()
     sampler = LatentSampler(dict(num_ws=G.synthesis.num_ws, w_dim=8, base_channels=8, channel_mults=(1, 2)),
                             dict(num_timesteps=4))
-    sampler.normalizer.fit(ws[:, None].repeat(1, G.synthesis.num_ws, 1) + 0.1 * torch.randn(3, G.synthesis.num_ws, 8))
+    sampler.normalizer.fit(ws + 0.1 * torch.randn_like(ws))                  # ws: [3, num_ws, 8]
     clip = ColourClip()
     plain = pipeline.render_seeds(G, sampler, [0, 1], 0.1, 2)
     edited = pipeline.render_seeds(G, sampler, [0, 1], 0.1, 2, edit=dict(clip=clip, text='red', num_steps=15))
