@@ -409,6 +409,35 @@ def profile_step(stepper, device, out_dir, label, steps=STEPS_PER_CYCLE) -> dict
 # ---------------------------------------------------------------------------------------------
 
 
+def pass_flops(config: str, clip_names, tiny_clip: bool = False) -> dict:
+    """Forward FLOPs of one pass of G (mapping, synthesis), D, each CLIP image tower and LPIPS at
+    the config's batch_gpu, counted on the meta device: shapes only, no GPU and no arithmetic, so
+    the full-size networks take seconds on any machine."""
+    from training.expansion.tasks.shared_models import SharedModels, load_lpips
+    meta = torch.device('meta')
+    spec = preset_spec(config)
+    G, D = build_networks(spec, channels_last=False, device=torch.device('cpu'))
+    G, D = G.to(meta), D.to(meta)
+    models = SharedModels(meta, lpips_random_backbone=True)
+    for name in clip_names:
+        encoder = random_clip(name, torch.device('cpu'), tiny_clip)
+        encoder.model.to(meta)
+        encoder.device = meta
+        models.register_clip(name, encoder)
+    models.register_perceptual('alex', load_lpips('alex', meta, random_backbone=True))
+    gflop = {k: v / 1e9 for k, v in forward_flops(G, D, spec, meta, models, tuple(clip_names)).items()}
+    return dict(config=config, resolution=spec['resolution'], batch_gpu=spec['batch_gpu'], forward_gflop=gflop)
+
+
+def pass_flops_table(rows) -> str:
+    names = list(rows[0]['forward_gflop'])
+    lines = ['| config | ' + ' | '.join(names) + ' |', '|---|' + '---|' * len(names)]
+    for r in rows:
+        lines.append(f"| {r['config']} {r['resolution']}² b{r['batch_gpu']} | "
+                     + ' | '.join(f"{r['forward_gflop'][n]:.1f}" for n in names) + ' |')
+    return '\n'.join(lines)
+
+
 def markdown_table(rows) -> str:
     lines = ['| config | step | variant | ms/step | img/s | s/kimg | peak GiB | GFLOP/step | TFLOP/s | MFU (989 spec) | MFU (790 measured) |',
              '|---|---|---|---|---|---|---|---|---|---|---|']
@@ -445,8 +474,9 @@ def _csv(value: str) -> list[str]:
 @click.option('--no-flops', is_flag=True, help='skip the FLOP count')
 @click.option('--profile', 'profile_case', default=None, help='CONFIG:DOMAINS: profile that expansion step (plain)')
 @click.option('--out', 'out_dir', default='bench_gpu_out', show_default=True, help='results folder')
+@click.option('--pass-flops', 'pass_flops_only', is_flag=True, help='only count the forward FLOPs of each network pass (meta device, no GPU)')
 def main(device, configs, kinds, variants, domains, domain_variants, clip_models, tiny_clip, steps, warmup,
-         no_flops, profile_case, out_dir):
+         no_flops, profile_case, out_dir, pass_flops_only):
     """Time training and expansion steps at full size; print a markdown table."""
     import dnnlib
     device = torch.device(device)
@@ -465,6 +495,14 @@ def main(device, configs, kinds, variants, domains, domain_variants, clip_models
                                         f'e.g. stylegan2:3; got {profile_case!r}')
         profile_domains = int(profile_domains)
     os.makedirs(out_dir, exist_ok=True)
+    if pass_flops_only:
+        rows = [pass_flops(config, _csv(clip_models), tiny_clip) for config in configs]
+        table = pass_flops_table(rows)
+        with open(os.path.join(out_dir, 'pass_flops.md'), 'w') as f:
+            f.write(table + '\n')
+        print('forward GFLOP per pass at batch_gpu (backward costs about twice the forward):')
+        print(table)
+        return
     results_path = os.path.join(out_dir, 'bench_gpu.jsonl')
     clips = {}
     if 'expand' in kinds or profile_case:

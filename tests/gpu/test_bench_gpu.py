@@ -62,3 +62,19 @@ def test_bad_options_give_one_line_errors(args, flag, capsys, tmp_path):
     code, out, err = run_cli_inprocess(bench_gpu.main, ['--device', 'cpu', '--out', str(tmp_path / 'o'), *args], capsys)
     assert code == 2 and err.strip().splitlines()[-1].startswith(f'Error: {flag}')
     assert 'Traceback' not in out + err and not (tmp_path / 'o').exists()
+
+
+def test_pass_flops_on_the_meta_device_match_a_real_count(tmp_path, capsys):
+    row = bench_gpu.pass_flops('tiny', ['ViT-B/32'], tiny_clip=True)
+    spec = bench_gpu.preset_spec('tiny')
+    G, D = bench_gpu.build_networks(spec, channels_last=False, device=torch.device('cpu'))
+    n, res = spec['batch_gpu'], spec['resolution']
+    ws = torch.randn([n, G.num_ws, spec['w_dim']])
+    with torch.no_grad():
+        assert row['forward_gflop']['G_synthesis'] * 1e9 == pytest.approx(bench_gpu.count_flops(lambda: G.synthesis(ws)))
+        img = torch.randn([n, 3, res, res])
+        assert row['forward_gflop']['D'] * 1e9 == pytest.approx(bench_gpu.count_flops(lambda: D(img, torch.zeros([n, 0]))))
+    assert row['forward_gflop']['LPIPS alex'] > 0 and row['forward_gflop']['CLIP ViT-B/32 image'] > 0
+    code, out, _ = run_cli_inprocess(bench_gpu.main, ['--pass-flops', '--configs', 'tiny', '--clip-models', 'ViT-B/32',
+                                                      '--tiny-clip', '--out', str(tmp_path)], capsys)
+    assert code == 0 and '| tiny 32² b4 |' in out and (tmp_path / 'pass_flops.md').is_file()
