@@ -23,6 +23,7 @@ import legacy
 import training.networks  # noqa: F401 (registers the persistent classes that --gpus > 1 children unpickle G with)
 from metrics import feature_networks
 from metrics import metric_main
+from metrics import prdc
 from training.expansion import evaluation as _expansion_evaluation  # noqa: F401 (registers its metrics)
 
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +134,8 @@ def _process(rank: int, args: dnnlib.EasyDict, temp_dir: str) -> list:
 
 def calc_metrics(network_pkl: str, metrics: str = 'fid50k_full', data: str | None = None, mirror: bool | None = None,
                  gpus: int = 1, verbose: bool = True, detector_dir: str | None = None, cache: bool = True,
-                 seed: int = 0, num_workers: int = 3, tiny_items: int = 256, parent_pkl: str | None = None) -> list:
+                 seed: int = 0, num_workers: int = 3, tiny_items: int = 256, parent_pkl: str | None = None,
+                 features: str = 'inception') -> list:
     """Compute `metrics` (comma-separated names, or 'none') for the G_ema of `network_pkl`.
 
     Returns the result dicts (single process), or [] with --gpus > 1 (the processes report).
@@ -163,6 +165,7 @@ def calc_metrics(network_pkl: str, metrics: str = 'fid50k_full', data: str | Non
                                f"training dataset); pass --data DIR_OR_ZIP")
 
     extra = expansion_extra(network_dict, parent_pkl)
+    extra['prdc_features'] = features  # What the prdc* metrics compare (metrics/prdc.py).
     args = dnnlib.EasyDict(metrics=metric_list, G=network_dict['G_ema'], dataset_kwargs=dataset_kwargs or {}, extra=extra,
                            num_gpus=gpus, verbose=verbose, detector_dir=detector_dir, cache=cache, seed=seed,
                            num_workers=num_workers, tiny_items=tiny_items, network_pkl=network_pkl,
@@ -204,9 +207,11 @@ _USER_ERRORS = (dnnlib.util.UserError, ValueError, OSError, pickle.UnpicklingErr
               default=256, show_default=True)
 @click.option('--parent', 'parent_pkl', help='Parent (source) network pickle, for the base-vs-parent FID of an '
               'expanded network', metavar='PATH')
+@click.option('--features', type=click.Choice(prdc.FEATURE_KINDS), default='inception', show_default=True,
+              help='Features of the prdc* metrics: Inception pool features, or raw pixels (toy data)')
 @click.option('--list', 'list_metrics', help='List the available metrics and exit', is_flag=True)
 def main(network_pkl, metrics, data, mirror, gpus, verbose, detector_dir, cache, seed, num_workers, tiny_items,
-         parent_pkl, list_metrics):
+         parent_pkl, features, list_metrics):
     """Compute quality metrics (FID, KID, precision/recall, IS, PPL, ...) of a network pickle."""
     if list_metrics:
         for name in metric_main.list_valid_metrics():
@@ -217,7 +222,7 @@ def main(network_pkl, metrics, data, mirror, gpus, verbose, detector_dir, cache,
     try:
         calc_metrics(network_pkl=network_pkl, metrics=metrics, data=data, mirror=mirror, gpus=gpus, verbose=verbose,
                      detector_dir=detector_dir, cache=cache, seed=seed, num_workers=num_workers, tiny_items=tiny_items,
-                     parent_pkl=parent_pkl)
+                     parent_pkl=parent_pkl, features=features)
     except click.ClickException:
         raise
     except _USER_ERRORS as e:

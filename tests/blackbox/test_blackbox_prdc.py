@@ -86,3 +86,18 @@ def test_registered_prdc_tiny_on_pixels(tmp_path):
     assert replay == {f'prdc_tiny_{key}': 1.0 for key in KEYS}
     with pytest.raises(ValueError, match='--features'):
         metric_main.calc_metric('prdc_tiny', G=ReplayGenerator(data), **dict(opts, extra=dict(prdc_features='w')))
+
+
+def test_calc_metrics_features_pixels(tmp_path):
+    import calc_metrics
+    from tiny_nets import snapshot_data, tiny_discriminator, tiny_generator
+    from training.snapshot_io import save_network_pkl
+    data = synthetic_data.make_synthetic_dataset(str(tmp_path / 'data.zip'), num_images=NUM_IMAGES, resolution=RES, seed=0)
+    pkl = str(tmp_path / 'net.pkl')
+    save_network_pkl(snapshot_data(tiny_generator(8, resolution=RES, seed=0), tiny_discriminator(resolution=RES)), pkl)
+    results = calc_metrics.calc_metrics(pkl, metrics='prdc_tiny', data=data, verbose=False, cache=False, num_workers=0,
+                                        tiny_items=NUM_IMAGES, features='pixels')
+    values = results[0].results
+    assert set(values) == {f'prdc_tiny_{key}' for key in KEYS}
+    assert all(0 <= values[f'prdc_tiny_{key}'] <= 1 for key in ('precision', 'recall', 'coverage'))
+    assert (tmp_path / 'metric-prdc_tiny.jsonl').is_file()
