@@ -1,9 +1,12 @@
 """Domain expansion of a StyleGAN3 generator: the SeFA basis over its affines, and an end-to-end
-train.py run (--resume sg3.pkl --expansion_cfg_file) on the CPU whose snapshot the tools render."""
+train.py run (--resume sg3.pkl --expansion_cfg_file) on the CPU whose snapshot the tools and the
+viewer render."""
 
 import json
 import os
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 
@@ -16,6 +19,10 @@ from training import run_options
 from training.expansion import basis as basis_module
 
 pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+def _pixels(path) -> np.ndarray:
+    return np.asarray(PIL.Image.open(path)).astype(int)
 
 
 def test_sefa_basis_uses_the_input_and_layer_affines_but_not_torgb():
@@ -75,3 +82,12 @@ def test_expansion_trains_and_the_tools_render_it(tmp_path):
     assert sorted(os.listdir(tmp_path / 'aligned')) == ['base', 'dim014_hflip', 'dim015_negative', 'grid.png'], aligned
     traverse.traverse(snapshot, [0], 'negative', str(tmp_path / 'trav'), steps='0:20:3')
     assert os.listdir(tmp_path / 'trav') == ['traverse_dim015_negative.png']
+
+    # The viewer renders it too: the base image at strength 0 equals generate_aligned's base PNG.
+    from viewer_app.model import load_viewer_model
+    model = load_viewer_model(snapshot)
+    base = model.render(model.parse_request({'seed': ['0'], 'domains': ['negative:0']}))
+    edit = model.render(model.parse_request({'seed': ['0'], 'domains': ['negative:1']}))
+    assert base.shape == (16, 16, 3)
+    assert (np.abs(base.astype(int) - _pixels(tmp_path / 'aligned' / 'base' / 'seed0000.png'))).max() <= 1
+    assert np.abs(edit.astype(int) - base.astype(int)).mean() > 1
