@@ -2,8 +2,8 @@
 # The GPU checks of issue 16 in one go: the CUDA tests, the benchmark table and the profile of the
 # expansion step. Everything it prints and writes goes under $OUT (default gpu_out/):
 #   env.txt            GPU, driver, torch, nvcc
-#   pytest.txt         the CUDA tests (-k cuda: tests/gpu/test_*_cuda.py, test_cuda_build.py and the
-#                      GPU tests of test_bias_act.py / test_upfirdn2d.py), with skip reasons
+#   pytest.txt         the CUDA tests (-k cuda: tests/gpu/test_*_cuda.py, test_cuda_build.py,
+#                      test_sg3_cuda.py and the GPU tests of test_bias_act.py / test_upfirdn2d.py)
 #   bench_gpu.jsonl    one JSON line per benchmark case (appended as they finish)
 #   bench_gpu.md       the markdown table of all of them
 #   profile_*.txt      torch.profiler top ops of the expansion step
@@ -39,7 +39,8 @@ stage environment
 
 stage "CUDA tests"
 OMP_NUM_THREADS=2 timeout "${TEST_TIMEOUT_S:-130}" "$PY" -m pytest -v -rfEsP -p no:cacheprovider ${PYTEST_WORKERS--n 8} \
-    -k cuda tests/gpu tests/core/test_bias_act.py tests/core/test_upfirdn2d.py tests/core/test_cuda_build.py 2>&1 | tee "$OUT/pytest.txt"
+    -k cuda tests/gpu tests/core/test_bias_act.py tests/core/test_upfirdn2d.py tests/core/test_cuda_build.py \
+    tests/stylegan3/test_sg3_cuda.py 2>&1 | tee "$OUT/pytest.txt"
 echo "pytest exit code: ${PIPESTATUS[0]}"
 
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
