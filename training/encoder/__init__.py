@@ -1,0 +1,19 @@
+"""One-pass domain adaptation (issue 14; Korolev, "Development of domain adaptation methods for
+generative models"): a new domain is a small parameter vector theta applied to a frozen source
+synthesis network, and an encoder predicts theta from K reference images in one forward pass.
+
+Owns:
+    parameterizations.py  how theta acts on a frozen `G.synthesis` (forward hooks, networks.py
+                          untouched): `channel_scale` (HyperDomainNet's domain vector, text Eq. 10),
+                          `style_offset` (StyleSpace offsets, Eq. 12) and `rgb_affine` (ours);
+    domains.py            the CPU family of ground-truth colour domains (affine colour maps) and
+                          the held-out ones;
+    fit.py                the per-domain fit of theta (Adam on a pixel loss) and the R^2 measure;
+    encoder.py            the encoder network (backbone, mean over K references, MLP head whose
+                          last layer starts at zero) and its snapshot file;
+    training.py           training the encoder on sampled ground-truth domains.
+
+May import: `dnnlib`, `torch_utils`, `metrics`, the GAN core of `training` and
+`training.expansion`. Nothing in the GAN core or in other method packages imports it; never a
+top-level script.
+"""
