@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import importlib
 import io
+import json
 import os
 import re
 import secrets
@@ -278,6 +279,29 @@ def atomic_write_path(path: str, durable: bool = False) -> Iterator[str]:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+
+def write_text_atomic(path: str, text: str, encoding: str = 'utf-8') -> None:
+    """Write the text file `path` all at once (see `atomic_write_path`)."""
+    with atomic_write_path(path) as tmp, open(tmp, 'wt', encoding=encoding) as f:
+        f.write(text)
+
+
+def write_json_atomic(path: str, value: Any, indent: int | None = 2) -> None:
+    """Write `value` as the JSON file `path` all at once; a value JSON cannot hold leaves the old
+    file as it was (the text is made before anything is written)."""
+    write_text_atomic(path, json.dumps(value, indent=indent) + '\n')
+
+
+def append_line(path: str, line: str, encoding: str = 'utf-8') -> None:
+    """Append one line to the log-like file `path` (log.txt, *.jsonl) in one write call and flush
+    it, so a reader or a killed process sees whole lines only (O_APPEND keeps concurrent
+    appenders from overwriting each other)."""
+    if '\n' in line.rstrip('\n'):
+        raise ValueError(f'append_line: expected one line, got {line.count(chr(10))} line breaks')
+    with open(path, 'at', encoding=encoding) as f:
+        f.write(line.rstrip('\n') + '\n')
 
 # ---------------------------------------------------------------------------------------------
 # Errors for the person at the keyboard (interfaces.md section 4).

@@ -36,17 +36,19 @@ USER_ERROR_FILE_PREFIX = 'user-error-rank'  # Spawned processes report input err
 
 
 def plan_run(options: dict, outdir: str) -> dict:
-    """Where the run goes: dict(run_dir, continue_pkl, mode) with mode 'new' (fresh folder),
-    'continue' (from continue_pkl) or 'restart' (matching folder without snapshots)."""
+    """Where the run goes: dict(run_dir, continue_pkl, mode) with mode 'new' (a fresh numbered
+    folder) or 'continue' (the newest matching run folder, from its newest snapshot continue_pkl)."""
     if options.get('resume_pkl') == 'latest':
         run_dir = loop_state.find_latest_run_with_snapshot(outdir)
         if run_dir is None:
             raise OptionError(f'--resume latest: no run with a network snapshot under --outdir {outdir}')
         return dict(run_dir=run_dir, continue_pkl=loop_state.latest_snapshot(run_dir), mode='continue')
     run_dir = loop_state.find_matching_run(outdir, options)
-    if run_dir is not None:
-        snapshot = loop_state.latest_snapshot(run_dir)
-        return dict(run_dir=run_dir, continue_pkl=snapshot, mode='continue' if snapshot else 'restart')
+    snapshot = loop_state.latest_snapshot(run_dir) if run_dir is not None else None
+    if snapshot is not None:
+        return dict(run_dir=run_dir, continue_pkl=snapshot, mode='continue')
+    # A matching run without a snapshot is never started over in place: its stats.jsonl and
+    # metric files stay as they are, and the new attempt gets the next numbered folder.
     return dict(run_dir=loop_state.next_run_dir(outdir, options['desc']), continue_pkl=None, mode='new')
 
 
@@ -64,19 +66,17 @@ def prepare_run_dir(options: dict, plan: dict, command: str | None = None) -> No
     saved = loop_state.read_options(run_dir)
     notes = []
     if plan['mode'] == 'continue':
-        kimg = float(loop_state.SNAPSHOT_RE.match(os.path.basename(plan['continue_pkl'])).group(1))
-        # Statistics and metrics written after that snapshot belong to the lost part of the run.
+        # Statistics and metrics written after that snapshot belong to the lost part of the run;
+        # everything up to and including the snapshot's own tick is kept (exact image counts).
+        label = loop_state.SNAPSHOT_RE.match(os.path.basename(plan['continue_pkl'])).group(1)
         loop_state.truncate_jsonl(os.path.join(run_dir, 'stats.jsonl'),
-                                  lambda r: r.get('Progress/kimg', {}).get('mean', 0) <= kimg + 1e-9)
+                                  lambda r: loop_state.stats_record_at_or_before(r, label))
         for name in os.listdir(run_dir):
             if name.startswith('metric-') and name.endswith('.jsonl'):
-                loop_state.truncate_jsonl(os.path.join(run_dir, name), lambda r: _metric_kimg(r) <= kimg + 1e-9)
+                loop_state.truncate_jsonl(os.path.join(run_dir, name),
+                                          lambda r: loop_state.metric_record_at_or_before(r, label))
         if saved is not None:
             notes = loop_state.options_diff(saved, options)
-    elif plan['mode'] == 'restart':
-        for name in os.listdir(run_dir):
-            if name == 'stats.jsonl' or (name.startswith('metric-') and name.endswith('.jsonl')):
-                os.remove(os.path.join(run_dir, name))
     with dnnlib.util.atomic_write_path(os.path.join(run_dir, loop_state.OPTIONS_FILE)) as tmp, open(tmp, 'wt') as f:
         json.dump(options, f, indent=2)
     command = command if command is not None else ' '.join(sys.argv)
@@ -84,11 +84,6 @@ def prepare_run_dir(options: dict, plan: dict, command: str | None = None) -> No
         f.write(f'--- {plan["mode"]}: {command}\n')
         for line in notes:
             f.write(f'Changed option {line}\n')
-
-
-def _metric_kimg(record: dict) -> float:
-    match = loop_state.SNAPSHOT_RE.match(os.path.basename(record.get('snapshot_pkl') or ''))
-    return float(match.group(1)) if match else 0.0
 
 
 def _remove_failed_run(run_dir: str, new_outdir: str | None = None) -> None:

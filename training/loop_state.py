@@ -5,7 +5,8 @@ Continuation rule (documented in train.py --help and the README):
 - A run directory `NNNNN-<desc>/` under --outdir is *the same run* as a new command when its
   `training_options.json` equals the new command's resolved options, ignoring `run_dir` (the one
   value that names the directory itself). Re-running the same command therefore continues the
-  newest such run from its newest snapshot; with no snapshot yet, the run starts over in place.
+  newest such run from its newest snapshot; with no snapshot yet, the new attempt starts in the
+  next numbered folder (nothing of the earlier attempt is removed or rewritten).
 - `--resume latest` continues the newest run directory under --outdir that holds a snapshot,
   whatever options it was started with; the new options replace the old ones (the log lists
   what changed), while the architecture comes from the snapshot.
@@ -13,7 +14,9 @@ Exactness needs the same number of GPUs as before (the RNG state is per rank).
 """
 
 import contextlib
+import decimal
 import json
+import math
 import os
 import random
 import re
@@ -151,6 +154,36 @@ def options_diff(saved: dict, new: dict, prefix: str = '') -> list[str]:
 # Log files written after the snapshot a run continues from are out of date.
 
 
+def _label_covers_nimg(label: str, nimg: int) -> bool:
+    """Is a record at `nimg` images at or before the snapshot named `label` (kimg_label)? Names
+    with decimals are exact image counts; whole-kimg names (ticks >= 1 kimg apart) are compared
+    on whole kimg, which separates consecutive ticks as exactly."""
+    if '.' in label:
+        return nimg <= int(decimal.Decimal(label) * 1000)
+    return nimg // 1000 <= int(label)
+
+
+def stats_record_at_or_before(record: dict, label: str) -> bool:
+    """Does this stats.jsonl line belong to the run up to the snapshot named `label`? The tick's
+    image count is `Progress/kimg` * 1000, rounded: exact for the float64 values we write, and for
+    the float32 values of older runs up to 8M images. Lines without it are kept."""
+    kimg = record.get('Progress/kimg') if isinstance(record, dict) else None
+    mean = kimg.get('mean') if isinstance(kimg, dict) else None
+    if not isinstance(mean, (int, float)) or not math.isfinite(mean):
+        return True
+    return _label_covers_nimg(label, round(mean * 1000))
+
+
+def metric_record_at_or_before(record: dict, label: str) -> bool:
+    """Does this metric-*.jsonl line describe a snapshot at or before the snapshot named `label`?
+    Lines that name no snapshot of ours are kept."""
+    name = record.get('snapshot_pkl') if isinstance(record, dict) else None
+    match = SNAPSHOT_RE.match(os.path.basename(name)) if isinstance(name, str) else None
+    if match is None:
+        return True
+    return decimal.Decimal(match.group(1)) <= decimal.Decimal(label)
+
+
 def truncate_jsonl(path: str, keep) -> int:
     """Rewrite `path` keeping only the JSON lines for which `keep(record)` is true (atomic).
     Returns the number of lines dropped. Unparseable lines are kept."""
@@ -169,10 +202,7 @@ def truncate_jsonl(path: str, keep) -> int:
             kept.append(line)
     dropped = len(lines) - len(kept)
     if dropped:
-        tmp = path + '.tmp'
-        with open(tmp, 'wt') as f:
-            f.writelines(kept)
-        os.replace(tmp, path)
+        dnnlib.util.write_text_atomic(path, ''.join(kept))
     return dropped
 
 # ---------------------------------------------------------------------------------------------

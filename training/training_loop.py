@@ -412,7 +412,7 @@ def _report_tick(ctx: Context, tick_end_time: float, tick_kimg: float) -> None:
     cpu_mem_gb = _cpu_mem_gb()
     fields = [
         f'tick {training_stats.report0("Progress/tick", progress.cur_tick):<5d}',
-        f'kimg {training_stats.report0("Progress/kimg", progress.cur_nimg / 1000):<8.{3 if ctx.fractional_kimg else 1}f}',
+        f'kimg {training_stats.report0("Progress/kimg", np.float64(progress.cur_nimg / 1000)):<8.{3 if ctx.fractional_kimg else 1}f}',
         f'time {dnnlib.util.format_time(training_stats.report0("Timing/total_sec", total_sec)):<12s}',
         f'eta {dnnlib.util.format_time(eta_sec):<12s}',
         f'sec/tick {training_stats.report0("Timing/sec_per_tick", tick_sec):<7.1f}',
