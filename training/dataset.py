@@ -119,11 +119,13 @@ class ImageArchive:
         where = self.describe('dataset.json')
         try:
             with self.open('dataset.json') as f:
-                meta = json.load(f)
+                text = f.read()
+        except Exception as e:  # OSError, BadZipFile, zlib.error, EOFError, ...: the file's bytes are damaged.
+            raise DatasetError(f'{where}: cannot read the file ({type(e).__name__}: {e})') from None
+        try:
+            meta = json.loads(text)
         except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors.
             raise DatasetError(f'{where}: not valid JSON, or nested too deeply ({type(e).__name__}: {e})') from None
-        except (OSError, zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as e:
-            raise DatasetError(f'{where}: cannot read the file ({type(e).__name__}: {e})') from None
         if not isinstance(meta, dict) or 'labels' not in meta:
             raise DatasetError(f'{where}: expected an object with a "labels" key')
         labels = meta['labels']

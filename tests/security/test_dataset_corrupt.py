@@ -53,6 +53,19 @@ def test_known_before_training(hostile, name, expect):
         assert part in text, f'{part!r} not in {text!r}'
 
 
+def test_damaged_compressed_dataset_json(tmp_path):
+    """Found by scripts/fuzz.py: a deflated dataset.json whose compressed bytes are damaged (zlib.error)."""
+    members = fuzz.dataset_members('int', count=40)
+    blob = bytearray(fuzz.zip_bytes(members, compression=zipfile.ZIP_DEFLATED))
+    info = zipfile.ZipFile(io.BytesIO(bytes(blob))).getinfo('dataset.json')
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)  # Local header, then the data.
+    blob[start + 5:start + 25] = bytes(range(20))
+    (tmp_path / 'json.zip').write_bytes(bytes(blob))
+    with pytest.raises(DatasetError) as caught:
+        ImageFolderDataset(str(tmp_path / 'json.zip'), use_labels=True)
+    assert f'{tmp_path / "json.zip"}:dataset.json: cannot read the file' in _one_line(caught.value)
+
+
 def test_labels_only_checked_with_use_labels(hostile):
     dataset = ImageFolderDataset(str(hostile['label_nan']), use_labels=False)
     assert len(dataset) == 4 and not dataset.has_labels
