@@ -77,7 +77,7 @@ class ImageArchive:
         a compression method zipfile reads, none encrypted."""
         try:
             infos = self._zip().infolist()
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+        except Exception as e:  # BadZipFile, OSError, EOFError, struct.error, ...: the directory bytes are damaged.
             raise DatasetError(f'{self.what} {self.path}: the zip directory is damaged ({type(e).__name__}: {e}); '
                                f'recreate the archive (e.g. with dataset_tool.py)') from None
         for info in infos:
