@@ -13,8 +13,10 @@ The stylegan3 repository's StyleGAN2 discriminator defaults to `num_fp16_res=4, 
 `discriminator_kwargs` reads those two values from the stored layers when they are absent.
 """
 
+import inspect
 from typing import Any
 
+import numpy as np
 import torch
 
 from torch_utils import persistence
@@ -23,6 +25,12 @@ from training import networks_stylegan3
 
 # Official class names that only StyleGAN3 pickles contain (the snapshot reader's allow-list).
 STYLEGAN3_ONLY_CLASS_NAMES = ('SynthesisInput',)
+
+# Bounds on stored arguments that drive work the meta-device size check cannot see (the layer
+# schedule and the filter design run in numpy/scipy): official values 14, 2, 6, 2, 10, 3 (1 for R).
+ARGUMENT_LIMITS = dict(num_layers=(1, 64), num_critical=(0, 64), filter_size=(1, 64), lrelu_upsampling=(1, 8),
+                       margin_size=(0, 1024), conv_kernel=(1, 15), img_resolution=(4, 16384))
+MAX_FILTER_TAPS = 1024  # Largest filter the stored schedule may ask the filter design for (official: 24).
 
 # ---------------------------------------------------------------------------------------------
 
@@ -53,6 +61,7 @@ def build_module(record: persistence.PersistentRecord, init_args: tuple, init_kw
         (names, shapes, dtypes) or the layer schedule differs from the stored `layer_names`.
     """
     cls = getattr(networks_stylegan3, record.class_name)
+    check_synthesis_arguments(init_kwargs, what)
     module = persistence.build_module_checked(cls, init_args, init_kwargs, tensors, what=what)
     synthesis_record = _modules(record)['synthesis'] if record.class_name == 'Generator' else record
     synthesis = module.synthesis if record.class_name == 'Generator' else module
@@ -61,6 +70,41 @@ def build_module(record: persistence.PersistentRecord, init_args: tuple, init_kw
         raise SnapshotError(f'{what}: the stored StyleGAN3 layers {stored_names} differ from the ones its '
                             f'constructor arguments give ({synthesis.layer_names}); the pickle is inconsistent')
     return module
+
+
+def check_synthesis_arguments(kwargs: dict, what: str) -> None:
+    """Refuse stored Generator / SynthesisNetwork arguments whose layer schedule or filters would be
+    absurdly large or not finite, before anything is built (SnapshotError naming `what` and the key)."""
+    defaults = {name: p.default for cls in (networks_stylegan3.SynthesisNetwork, networks_stylegan3.SynthesisLayer)
+                for name, p in inspect.signature(cls.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    value = {key: kwargs.get(key, defaults.get(key)) for key in (*ARGUMENT_LIMITS, 'channel_base', 'channel_max',
+             'img_channels', 'first_cutoff', 'first_stopband', 'last_stopband_rel')}
+    for key, (low, high) in ARGUMENT_LIMITS.items():
+        if type(value[key]) is not int or not low <= value[key] <= high:
+            raise SnapshotError(f'{what}: stored argument {key}={value[key]!r} is not an integer in [{low}, {high}]; '
+                                f'the pickle is damaged or not a StyleGAN3 network')
+    if value['num_critical'] >= value['num_layers']:
+        raise SnapshotError(f"{what}: stored num_critical={value['num_critical']} must be below "
+                            f"num_layers={value['num_layers']}")
+    try:
+        with np.errstate(all='ignore'):
+            sched = networks_stylegan3.layer_schedule(
+                value['img_resolution'], value['img_channels'], value['channel_base'], value['channel_max'],
+                value['num_layers'], value['num_critical'], value['first_cutoff'], value['first_stopband'],
+                value['last_stopband_rel'], value['margin_size'])
+    except (TypeError, ValueError, OverflowError) as e:
+        raise SnapshotError(f'{what}: the stored StyleGAN3 arguments give no layer schedule ({e})') from None
+    rates = sched['sampling_rates']
+    if not (np.all(np.isfinite(sched['cutoffs'])) and np.all(sched['cutoffs'] > 0) and np.all(np.isfinite(rates))
+            and np.all(rates >= 1)):
+        raise SnapshotError(f'{what}: the stored StyleGAN3 arguments give non-finite or zero cutoffs / sampling '
+                            f'rates (first_cutoff, first_stopband, last_stopband_rel)')
+    ratio = np.maximum(rates[1:], rates[:-1]) / np.minimum(rates[1:], rates[:-1])
+    taps = value['filter_size'] * value['lrelu_upsampling'] * float(np.max(ratio, initial=1))
+    if taps > MAX_FILTER_TAPS:
+        raise SnapshotError(f'{what}: the stored StyleGAN3 schedule asks for {taps:g}-tap filters, over the cap of '
+                            f'{MAX_FILTER_TAPS}; the pickle is damaged or not a StyleGAN3 network')
 
 
 def _stored_attributes(record: persistence.PersistentRecord, name: str) -> list:

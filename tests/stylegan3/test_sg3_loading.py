@@ -100,3 +100,20 @@ def test_force_fp16_rebuilds_flat_kwargs():
     assert G.init_kwargs['num_fp16_res'] == 4 and G.init_kwargs['conv_clamp'] == 256
     ref = sg3_fixture.arrays('t', 'reference_outputs')
     torch.testing.assert_close(G.synthesis(t(ref['gema_ws_psi1'])[:1]), t(ref['gema_img_psi1'])[:1], **IMG_TOL)
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(filter_size=10 ** 9), 'filter_size=1000000000 is not an integer in'),
+    (dict(num_layers=100000), 'num_layers=100000'),
+    (dict(num_layers=2), 'num_critical=2 must be below num_layers=2'),
+    (dict(first_stopband=1e-12), 'non-finite or zero cutoffs / sampling rates'),
+    (dict(num_layers=1, num_critical=0, first_stopband=0.5, filter_size=64, lrelu_upsampling=8),
+     '16384-tap filters, over the cap'),
+    (dict(first_cutoff='2'), 'give no layer schedule'),
+])
+def test_absurd_stored_arguments_are_refused_before_building(change, message):
+    records = snapshot_io.read_pickle_records(str(sg3_fixture.path('t', 'snapshot.pkl')))
+    record = records['G_ema']
+    kwargs = {**record.state['_init_kwargs'], **change}
+    with pytest.raises(snapshot_io.SnapshotError, match=message):
+        snapshot_io_stylegan3.build_module(record, (), kwargs, record.named_tensors(), 'G_ema')
