@@ -107,7 +107,6 @@ def adapt(network_pkl: str, targets: str, outdir: str, steps: int = DEFAULT_STEP
         with open(tmp, 'wt') as f:
             json.dump(o, f, indent=2)
 
-    torch.manual_seed(o.seed)                                                   # The U-Net's initial weights.
     ws = inversion.invert_images(G, images, o.source_sha256, cache_dir=os.path.join(outdir, CACHE_DIR_NAME),
         num_steps=o.inversion_steps, device=device, progress=verbose)         # [N, num_ws, w_dim]
     sampler = train_latent_sampler(G, ws.to(device), o, vgg_net, os.path.join(outdir, 'stats.jsonl'), verbose)
@@ -119,8 +118,10 @@ def adapt(network_pkl: str, targets: str, outdir: str, steps: int = DEFAULT_STEP
 def train_latent_sampler(G, ws: torch.Tensor, o: dnnlib.EasyDict, vgg_net, stats_path: str = None,
         verbose: bool = False) -> sampler_module.LatentSampler:
     """Standardise the target latents `[N, num_ws, w_dim]` and train a LatentSampler on them (Eq. 2 or MSE only)."""
-    sampler = sampler_module.LatentSampler(dict(num_ws=G.synthesis.num_ws, w_dim=G.w_dim),
-        dict(num_timesteps=o.timesteps)).to(ws.device)
+    with torch.random.fork_rng(devices=[]):                                    # The U-Net's initial weights, from o.seed.
+        torch.manual_seed(o.seed)
+        sampler = sampler_module.LatentSampler(dict(num_ws=G.synthesis.num_ws, w_dim=G.w_dim),
+            dict(num_timesteps=o.timesteps)).to(ws.device)
     sampler.normalizer.fit(ws)
     weights = loss_module.LOSS_WEIGHTS if o.loss == 'full' else loss_module.MSE_ONLY_WEIGHTS
     loss_fn = loss_module.BlackboxLoss(G, sampler.normalizer, sampler.schedule, vgg=vgg_net, weights=weights,
