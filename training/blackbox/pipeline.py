@@ -95,6 +95,8 @@ def adapt(network_pkl: str, targets: str, outdir: str, steps: int = DEFAULT_STEP
     paths = targets_module.list_target_files(targets)
     check_adapt_options(o, len(paths))
     G = cli_helpers.load_generator(network_pkl, device)
+    if G.w_dim % 4 != 0:                                                       # The U-Net halves the length twice.
+        raise dnnlib.util.UserError(f'--network: w_dim = {G.w_dim}; the latent sampler needs a multiple of 4')
     images = targets_module.load_target_images(paths, G.img_resolution, G.img_channels)
     vgg_net = vgg_module.load_vgg16(vgg, device) if loss == 'full' else None   # Fails offline before any work.
     o.source_sha256 = file_sha256(network_pkl)
