@@ -32,7 +32,6 @@ torch.profiler top-ops table of the expansion step there too.
 
 import contextlib
 import copy
-import inspect
 import json
 import os
 import time
@@ -166,11 +165,9 @@ def build_loss(kind: str, spec: dict, G, D, device, num_domains: int = 0, models
     from training.expansion.loss import DomainExpansionLoss
     w_dim = spec['w_dim']
     basis = torch.linalg.qr(torch.randn([w_dim, w_dim], generator=torch.Generator().manual_seed(2)))[0]
-    inputs = dict(latent_basis=basis)
-    if 'G_synthesis_frozen' in inspect.signature(DomainExpansionLoss).parameters:  # the replay target (Eq. 6)
-        inputs['G_synthesis_frozen'] = copy.deepcopy(G.synthesis).eval().requires_grad_(False)
+    frozen = copy.deepcopy(G.synthesis).eval().requires_grad_(False)  # the replay target (Eq. 6)
     return DomainExpansionLoss(device, G.mapping, G.synthesis, D, nada_config(num_domains, clip_models),
-                               shared_models=models, **inputs, **common)
+                               latent_basis=basis, G_synthesis_frozen=frozen, shared_models=models, **common)
 
 
 def make_optimizers(loss, G, D, lrate: float, fused: bool) -> dict:
