@@ -466,7 +466,6 @@ class SynthesisNetwork(torch.nn.Module):
         self.num_fp16_res = num_fp16_res
         sched = layer_schedule(img_resolution, img_channels, channel_base, channel_max, num_layers, num_critical,
                                first_cutoff, first_stopband, last_stopband_rel, margin_size)
-        self.schedule = sched
 
         self.input = SynthesisInput(w_dim=w_dim, channels=int(sched['channels'][0]), size=int(sched['sizes'][0]),
                                     sampling_rate=sched['sampling_rates'][0], bandwidth=sched['cutoffs'][0])
