@@ -50,7 +50,8 @@ def test_frozen_source_is_stored_once_and_restores_the_replay_target(tmp_path):
 
     data = snapshot_io.load_network_pkl(str(tmp_path / 'ranks4.pkl'))
     state = loop_snapshot.load_resume_state(data, 'ranks4.pkl')
-    assert all('frozen_synthesis' not in r['loss'] for r in state['per_rank'])
+    assert all(not {'frozen_synthesis', 'latent_basis'} & set(r['loss']) for r in state['per_rank'])
+    assert set(state['loss_shared']) == {'frozen_synthesis', 'latent_basis'}
     with torch.no_grad():
         for p in G.synthesis.parameters():
             p.add_(1)  # The trained network differs from the source ...

@@ -180,7 +180,7 @@ def test_resume_state_restores_replay_target():
     basis = torch.linalg.qr(torch.randn(32, 32))[0]  # fixed, so the changed network's SeFA basis does not matter
     loss = _loss(G, lambda_recon_l2=10, latent_basis=basis)
     state, shared = loss.state_dict(), loss.shared_state_dict()
-    assert 'frozen_synthesis' not in state  # the same on every rank: stored once per snapshot, not per rank
+    assert not {'frozen_synthesis', 'latent_basis'} & set(state)  # the same on every rank: stored once per snapshot
     with torch.no_grad():
         for p in G.synthesis.parameters():
             p.add_(1)
@@ -199,6 +199,8 @@ def test_resume_state_restores_replay_target():
         resumed.load_state_dict({'bogus': 1})
     with pytest.raises(ValueError, match='different latent basis'):
         resumed.load_state_dict({**state, 'latent_basis': torch.eye(32)})
+    with pytest.raises(ValueError, match='different latent basis'):
+        resumed.load_shared_state_dict({**shared, 'latent_basis': torch.eye(32)})
 
 
 def test_hundred_domains_parse_and_train():

@@ -183,20 +183,24 @@ class DomainExpansionLoss(Loss):
                                           gain * self.lambda_src, cur_nimg)
 
     def state_dict(self):
-        return dict(gan=self.gan.state_dict(), latent_basis=self.subspaces.basis.detach().cpu().clone())
+        return dict(gan=self.gan.state_dict())
 
     def shared_state_dict(self):
-        # The replay target is the *source* network, the same on every rank: stored once per
-        # snapshot so a resumed run aligns to the same one.
-        if self.G_synthesis_frozen is None:
-            return {}
-        return dict(frozen_synthesis={k: v.detach().cpu().clone()
-                                      for k, v in self.G_synthesis_frozen.state_dict().items()})
+        # The same on every rank, so stored once per snapshot: the basis (checked on resume) and
+        # the replay target, the *source* network, so a resumed run aligns to the same one.
+        state = dict(latent_basis=self.subspaces.basis.detach().cpu().clone())
+        if self.G_synthesis_frozen is not None:
+            state['frozen_synthesis'] = {k: v.detach().cpu().clone()
+                                         for k, v in self.G_synthesis_frozen.state_dict().items()}
+        return state
 
     def load_shared_state_dict(self, state):
-        unknown = set(state) - {'frozen_synthesis'}
+        unknown = set(state) - {'latent_basis', 'frozen_synthesis'}
         if unknown:
             raise ValueError(f'DomainExpansionLoss: unexpected shared loss state keys {sorted(unknown)}')
+        if 'latent_basis' in state and not torch.equal(state['latent_basis'].cpu(), self.subspaces.basis.cpu()):
+            raise ValueError('the resumed run used a different latent basis than this one resolves; '
+                             'resume with the same --latent_factors_path / snapshot')
         if self.G_synthesis_frozen is not None and 'frozen_synthesis' in state:
             self.G_synthesis_frozen.load_state_dict(state['frozen_synthesis'])
 
@@ -205,11 +209,8 @@ class DomainExpansionLoss(Loss):
         if unknown:
             raise ValueError(f'DomainExpansionLoss: unexpected loss state keys {sorted(unknown)}')
         self.gan.load_state_dict(state.get('gan', {}))
-        if 'latent_basis' in state and not torch.equal(state['latent_basis'].cpu(), self.subspaces.basis.cpu()):
-            raise ValueError('the resumed run used a different latent basis than this one resolves; '
-                             'resume with the same --latent_factors_path / snapshot')
-        if 'frozen_synthesis' in state:  # Snapshots written before the shared state existed.
-            self.load_shared_state_dict({'frozen_synthesis': state['frozen_synthesis']})
+        # Snapshots written before the shared state existed kept these per rank.
+        self.load_shared_state_dict({k: v for k, v in state.items() if k in ('latent_basis', 'frozen_synthesis')})
 
     def snapshot_extras(self):
         # Official key names and types (spec section 1.1).
