@@ -66,7 +66,7 @@ def build_module(record: persistence.PersistentRecord, init_args: tuple, init_kw
     synthesis_record = _modules(record)['synthesis'] if record.class_name == 'Generator' else record
     synthesis = module.synthesis if record.class_name == 'Generator' else module
     stored_names = synthesis_record.state['layer_names']
-    if list(stored_names) != synthesis.layer_names:
+    if not isinstance(stored_names, list) or stored_names != synthesis.layer_names:
         raise SnapshotError(f'{what}: the stored StyleGAN3 layers {stored_names} differ from the ones its '
                             f'constructor arguments give ({synthesis.layer_names}); the pickle is inconsistent')
     return module
