@@ -144,11 +144,17 @@ class RgbAffine(Parameterization):
         C = self.img_channels
         return theta[..., :C * C].unflatten(-1, [C, C]), theta[..., C * C:]
 
-    def _modify(self, img, part):
-        M, b = self.split(part.to(img.dtype))
-        if part.ndim == 1:
+    def apply_to_image(self, img: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """M img + b for images `[N, C, H, W]` and theta `[P]` or `[N, P]`: the domain's render of
+        latents whose source render is `img`, without running the synthesis network again."""
+        self.check_theta(theta)
+        M, b = self.split(theta.to(img.dtype))
+        if theta.ndim == 1:
             return torch.einsum('ij,njhw->nihw', M, img) + b.reshape(1, -1, 1, 1)
         return torch.einsum('nij,njhw->nihw', M, img) + b.reshape(b.shape[0], -1, 1, 1)
+
+    def _modify(self, img, part):
+        return self.apply_to_image(img, part)
 
 #----------------------------------------------------------------------------
 
