@@ -135,8 +135,11 @@ def _process(rank: int, args: dnnlib.EasyDict, temp_dir: str) -> list:
 def calc_metrics(network_pkl: str, metrics: str = 'fid50k_full', data: str | None = None, mirror: bool | None = None,
                  gpus: int = 1, verbose: bool = True, detector_dir: str | None = None, cache: bool = True,
                  seed: int = 0, num_workers: int = 3, tiny_items: int = 256, parent_pkl: str | None = None,
-                 features: str = 'inception') -> list:
+                 features: str = 'inception', allow_task_import: bool = False) -> list:
     """Compute `metrics` (comma-separated names, or 'none') for the G_ema of `network_pkl`.
+
+    `allow_task_import`: the user's --allow-task-import; without it the expansion metrics resolve
+    only registered task types from the snapshot's expansion_cfg (a dotted path is refused).
 
     Returns the result dicts (single process), or [] with --gpus > 1 (the processes report).
     Raises click.UsageError / ValueError with a one-line message for bad input, before any work.
@@ -166,6 +169,7 @@ def calc_metrics(network_pkl: str, metrics: str = 'fid50k_full', data: str | Non
 
     extra = expansion_extra(network_dict, parent_pkl)
     extra['prdc_features'] = features  # What the prdc* metrics compare (metrics/prdc.py).
+    extra['allow_task_import'] = bool(allow_task_import)  # training/expansion/evaluation.py
     args = dnnlib.EasyDict(metrics=metric_list, G=network_dict['G_ema'], dataset_kwargs=dataset_kwargs or {}, extra=extra,
                            num_gpus=gpus, verbose=verbose, detector_dir=detector_dir, cache=cache, seed=seed,
                            num_workers=num_workers, tiny_items=tiny_items, network_pkl=network_pkl,
@@ -209,9 +213,11 @@ _USER_ERRORS = (dnnlib.util.UserError, ValueError, OSError, pickle.UnpicklingErr
               'expanded network', metavar='PATH')
 @click.option('--features', type=click.Choice(prdc.FEATURE_KINDS), default='inception', show_default=True,
               help='Features of the prdc* metrics: Inception pool features, or raw pixels (toy data)')
+@click.option('--allow-task-import', is_flag=True, help='Import task classes named by dotted paths in the '
+              "snapshot's expansion_cfg (only for snapshots you trust; default: registered types only)")
 @click.option('--list', 'list_metrics', help='List the available metrics and exit', is_flag=True)
 def main(network_pkl, metrics, data, mirror, gpus, verbose, detector_dir, cache, seed, num_workers, tiny_items,
-         parent_pkl, features, list_metrics):
+         parent_pkl, features, allow_task_import, list_metrics):
     """Compute quality metrics (FID, KID, precision/recall, IS, PPL, ...) of a network pickle."""
     if list_metrics:
         for name in metric_main.list_valid_metrics():
@@ -222,7 +228,7 @@ def main(network_pkl, metrics, data, mirror, gpus, verbose, detector_dir, cache,
     try:
         calc_metrics(network_pkl=network_pkl, metrics=metrics, data=data, mirror=mirror, gpus=gpus, verbose=verbose,
                      detector_dir=detector_dir, cache=cache, seed=seed, num_workers=num_workers, tiny_items=tiny_items,
-                     parent_pkl=parent_pkl, features=features)
+                     parent_pkl=parent_pkl, features=features, allow_task_import=allow_task_import)
     except click.ClickException:
         raise
     except _USER_ERRORS as e:
