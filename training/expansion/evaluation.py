@@ -2,7 +2,8 @@
 
 During training (`DomainExpansionLoss.on_snapshot` calls `snapshot_report`): the labelled aligned
 grid (base row, then one row per domain) and each domain's own task error; `error_matrix` gives
-every task's error on every domain's subspace (leakage).
+every task's error on every domain's subspace (leakage); `transform_r2` gives each Transform
+domain's R^2 against T(base image) (`r_squared`, interfaces.md section 5).
 
 Registered metrics (`calc_metrics.py`, `train.py --metrics`; registered with
 `metrics.metric_main` when this module is imported):
@@ -93,6 +94,47 @@ def error_matrix(G_synthesis: torch.nn.Module, G_mapping: torch.nn.Module, subsp
             edit_img = render(G_synthesis, subspaces.edit(base_w, j))          # Eq. 2
             E[k, j] = float(task.error(context, base_img, edit_img).mean())
     return E
+
+
+def r_squared(domain_img: torch.Tensor, target_img: torch.Tensor) -> float:
+    """R^2 of domain images against their targets (interfaces.md section 5), over all images:
+
+        R^2 = 1 - sum (domain - target)^2 / sum (target - mean_HW(target))^2
+
+    where mean_HW is each image's per-channel spatial mean. 1 = the domain is exactly the target;
+    0 = no better than the target's colour statistics; negative = worse than those.
+
+    Args:
+        domain_img: `[N, C, H, W]` images.
+        target_img: `[N, C, H, W]` targets, e.g. T(base image) of the same latents.
+    """
+    if domain_img.shape != target_img.shape or domain_img.ndim != 4:
+        raise ValueError(f'r_squared: domain {list(domain_img.shape)} and target {list(target_img.shape)} '
+                         f'must be equal [N, C, H, W] shapes')
+    domain_img, target_img = domain_img.double(), target_img.double()
+    residual = (domain_img - target_img).square().sum()
+    spread = (target_img - target_img.mean(dim=[2, 3], keepdim=True)).square().sum()
+    if spread == 0:
+        raise ValueError('r_squared: every target image is flat (one colour per channel), R^2 is undefined')
+    return float(1 - residual / spread)
+
+
+@torch.no_grad()
+def transform_r2(G_synthesis: torch.nn.Module, G_mapping: torch.nn.Module, subspaces: LatentSubspaces,
+                 tasks: list, w_avg: torch.Tensor, n: int = 64, seed: int = 0) -> dict:
+    """`{task name: R^2}` of every task with an image transform `T` (Transform tasks): the
+    renders of its repurposed subspace against T(the base-subspace renders of the same latents),
+    both from `G_synthesis`, latents as in `error_matrix`."""
+    r2 = {}
+    for k, task in enumerate(tasks):
+        if getattr(task, 'T', None) is None:
+            continue
+        w, _context = task_latents(task, G_mapping, n, seed)
+        base_w = subspaces.project_base(w, w_avg)                              # Eq. 1
+        base_img = render(G_synthesis, base_w)
+        edit_img = render(G_synthesis, subspaces.edit(base_w, k))              # Eq. 2
+        r2[task.name] = r_squared(edit_img, task.T(base_img))
+    return r2
 
 
 @torch.no_grad()
