@@ -21,7 +21,7 @@ import click
 import torch
 
 import dnnlib
-from training.cli_helpers import load_network, parse_device
+from training.cli_helpers import check_output_dir, load_network, parse_device
 from training.expansion import dormancy
 from training.expansion.basis import resolve_latent_basis
 from training.expansion.constants import SUBSPACE_DISTANCE
@@ -135,6 +135,8 @@ def config_dims(record: dict, count: int, source: str) -> list[int]:
 def main(network_pkl, from_json, outdir, num_latents, step, metric, random_backbone, latent_factors_path, class_idx,
          threshold_fraction, config_count, batch_size, seed, device):
     """Measure how much each latent direction changes the image and suggest the dormant ones."""
+    if outdir is not None:
+        check_output_dir(outdir, '--out')
     if config_count is not None and config_count < 1:
         raise dnnlib.util.UserError(f'--write-config-dims must be >= 1, got {config_count}')
     if from_json is not None:

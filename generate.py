@@ -16,7 +16,8 @@ import torch
 
 import dnnlib
 from training import networks_stylegan3
-from training.cli_helpers import load_generator, make_label, parse_device, parse_seeds, save_image, seed_to_z
+from training.cli_helpers import (check_output_dir, load_generator, make_label, parse_device, parse_seeds, save_image,
+                                  seed_to_z)
 
 # ---------------------------------------------------------------------------------------------
 
@@ -122,6 +123,7 @@ def parse_vec2(text: str | None, flag: str) -> tuple[float, float] | None:
 def main(network_pkl, seeds, truncation_psi, class_idx, noise_mode, projected_w, outdir, device, translate,
          rotate_deg):
     """Generate images from a StyleGAN2 or StyleGAN3 network pickle."""
+    check_output_dir(outdir, '--outdir')
     if projected_w is not None:
         if seeds is not None or class_idx is not None:
             print('warning: --seeds and --class are ignored with --projected-w')

@@ -16,7 +16,7 @@ import tqdm
 
 import dnnlib
 from torch_utils import image_utils
-from training.cli_helpers import make_label, parse_device, parse_seeds, seed_to_z
+from training.cli_helpers import check_output_dir, make_label, parse_device, parse_seeds, seed_to_z
 from training.expansion.expanded_generator import load_expanded_generator
 
 # ---------------------------------------------------------------------------------------------
@@ -90,6 +90,7 @@ def generate_aligned(network_pkl: str, seeds: list[int], outdir: str, truncation
               "snapshot's expansion_cfg (only for snapshots you trust; default: registered types only).")
 def main(network_pkl, seeds, truncation_psi, class_idx, domains, grid, outdir, device, allow_task_import):
     """Render the same latents on the base subspace and every repurposed subspace."""
+    check_output_dir(outdir, '--outdir')
     paths = generate_aligned(network_pkl, parse_seeds(seeds), outdir, truncation_psi=truncation_psi,
                              class_idx=class_idx, domains=domains, grid=grid, device=parse_device(device),
                              allow_task_import=allow_task_import)

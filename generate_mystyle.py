@@ -25,7 +25,7 @@ import torch
 
 import dnnlib
 from torch_utils import image_utils
-from training.cli_helpers import parse_device
+from training.cli_helpers import check_output_dir, parse_device
 from training.expansion.expanded_generator import ExpandedGenerator, load_expanded_generator
 from training.expansion.tasks.image_files import files_by_stem
 from training.expansion.tasks.mystyle import ANCHOR_EXTENSIONS, load_anchor
@@ -148,6 +148,7 @@ def generate_mystyle(network_pkl: str, anchors_dir: str, dim, num: int, outdir: 
               "snapshot's expansion_cfg (only for snapshots you trust; default: registered types only).")
 def main(network_pkl, anchors_dir, dim, num, seed, official_transport, outdir, device, allow_task_import):
     """Sample a MyStyle domain from the convex hull of its anchors."""
+    check_output_dir(outdir, '--outdir')
     result = generate_mystyle(network_pkl, anchors_dir, dim, num, outdir, seed=seed,
                               official_transport=official_transport, device=parse_device(device),
                               allow_task_import=allow_task_import)

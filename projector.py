@@ -36,7 +36,7 @@ import torch
 import dnnlib
 from torch_utils import image_utils
 from training import projection
-from training.cli_helpers import load_generator, make_label, parse_device, save_image
+from training.cli_helpers import check_output_dir, load_generator, make_label, parse_device, save_image
 from training.expansion.tasks.image_files import IMAGE_EXTENSIONS, files_by_stem
 from traverse import check_video_path
 
@@ -213,6 +213,7 @@ def save_official_outputs(G_synthesis, result, target_uint8: np.ndarray, outdir:
 def main(network_pkl, target, outdir, num_steps, seed, w_plus, metric, random_backbone, expanded, resize, class_idx,
          device, allow_task_import, save_video):
     """Project images into W (or W+) of a generator; write MyStyle-ready latents."""
+    check_output_dir(outdir, '--outdir')
     written = project_images(network_pkl, target, outdir, num_steps=num_steps, seed=seed, w_plus=w_plus, metric=metric,
                              expanded=expanded, resize=resize, class_idx=class_idx, random_backbone=random_backbone,
                              device=parse_device(device), allow_task_import=allow_task_import, save_video=save_video)

@@ -98,6 +98,7 @@ def _grid(images: dict, row_seeds: list[int], col_seeds: list[int]) -> PIL.Image
 @click.option('--device', default='cpu', show_default=True, help="Torch device, e.g. 'cpu' or 'cuda'.")
 def main(network_pkl, row_seeds, col_seeds, col_styles, truncation_psi, noise_mode, outdir, device):
     """Style-mixing grid of a StyleGAN2 network pickle (the official tool's flags and outputs)."""
+    cli_helpers.check_output_dir(outdir, '--outdir')
     rows = cli_helpers.parse_seeds(row_seeds, flag='--rows')
     cols = cli_helpers.parse_seeds(col_seeds, flag='--cols')
     paths = style_mixing(network_pkl, rows, cols, col_styles, truncation_psi, noise_mode, outdir,

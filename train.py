@@ -21,6 +21,7 @@ import click
 import dnnlib
 from torch_utils import distributed
 from training import presets
+from training.cli_helpers import check_output_dir
 from training.expansion import constants as expansion_defaults
 from training.expansion import evaluation as _expansion_evaluation  # noqa: F401 (registers its metrics)
 from training.launch import launch_training
@@ -96,6 +97,7 @@ def main(outdir, dry_run, gpus, wandb_mode, **flags):
         gpus = info.world_size if info is not None else 1
     try:
         # Every user-input problem surfaces here, before anything is created.
+        check_output_dir(outdir, '--outdir')
         options = setup_training_options(outdir=outdir, gpus=gpus, wandb=wandb_mode, **flags)
     except (dnnlib.util.UserError, ValueError, FileNotFoundError) as e:
         raise click.ClickException(_one_line(e)) from None

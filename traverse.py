@@ -31,7 +31,7 @@ import torch
 
 import dnnlib
 from torch_utils import image_utils
-from training.cli_helpers import make_label, parse_device, parse_seeds, seed_to_z
+from training.cli_helpers import check_output_dir, make_label, parse_device, parse_seeds, seed_to_z
 from training.expansion.expanded_generator import ExpandedGenerator, load_expanded_generator
 
 VIDEO_EXTENSIONS = ('.gif', '.mp4')
@@ -238,6 +238,7 @@ def _pair_grids(eg: ExpandedGenerator, ws: torch.Tensor, seeds: list[int], a: in
 def main(network_pkl, seeds, domain, steps, video, fps, compose_weights, pair_steps, truncation_psi, class_idx,
          outdir, device, allow_task_import):
     """Traversal grids/animations along a repurposed direction, or composition grids."""
+    check_output_dir(outdir, '--outdir')
     if (domain is None) == (compose_weights is None):
         raise dnnlib.util.UserError('give exactly one of --domain (traversal) or --compose (composition)')
     if compose_weights is not None and (steps is not None or video is not None):

@@ -8,6 +8,7 @@ no top-level script (snapshots are read with `training.snapshot_io`, which `lega
 Latents follow the stylegan convention: z = np.random.RandomState(seed).randn(1, z_dim).
 """
 
+import os
 import re
 
 import numpy as np
@@ -120,6 +121,31 @@ def load_generator(network_pkl: str, device: torch.device, flag: str = '--networ
     if not isinstance(G, torch.nn.Module):
         raise dnnlib.util.UserError(f'{flag} {network_pkl}: the snapshot has no G_ema network')
     return G.eval().requires_grad_(False).to(device)
+
+
+def check_output_dir(path: str, flag: str = '--outdir') -> None:
+    """Make sure files can be written in the folder `path` (existing or to be created) before any
+    work, leaving nothing behind: a file in the way, a read-only or virtual folder (/proc) or a
+    missing permission is a one-line `UserError` naming `flag` and the path."""
+    if not isinstance(path, str) or not path.strip():
+        raise dnnlib.util.UserError(f'{flag}: empty path; give the folder to write the outputs to')
+    shown = dnnlib.util.one_line(path)
+    target = os.path.abspath(path)
+    existing = target
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        what = 'is a file' if existing == target else f'cannot be created: {dnnlib.util.one_line(existing)} is a file'
+        raise dnnlib.util.UserError(f'{flag} {shown}: {what}, not a folder; give a folder path')
+    try:
+        if existing == target:  # Write a probe file where the outputs will go.
+            os.remove(dnnlib.util.create_temp_file_beside(os.path.join(target, 'probe')))
+        else:  # Create a probe folder where the output folder will be created.
+            os.rmdir(dnnlib.util.create_temp_dir_beside(os.path.join(existing, 'probe')))
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise dnnlib.util.UserError(f'{flag} {shown}: cannot write there ({dnnlib.util.one_line(existing)}: {reason}); '
+                                    f'give a folder you can write to') from None
 
 
 def save_image(image: torch.Tensor, path: str) -> None:
