@@ -1,0 +1,34 @@
+"""Train a domain encoder (issue 14): K reference images of a domain -> domain parameters theta of
+a frozen source generator, in one forward pass. On the CPU it trains on a family of ground-truth
+colour domains (training/encoder/domains.py); the last line printed is the snapshot's path.
+
+    python train_encoder.py --network demo/source_generator.pkl --outdir out/encoder
+"""
+
+import click
+
+import dnnlib
+from training import cli_helpers
+from training.encoder import pipeline
+from training.encoder.parameterizations import PARAMETERIZATIONS
+
+# ---------------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option('--network', 'network_pkl', required=True, metavar='PKL', help='Source generator pickle.')
+@click.option('--outdir', required=True, metavar='DIR', help='Where to write encoder-snapshot.pt.')
+@click.option('--steps', type=int, default=2000, show_default=True, help='Adam steps.')
+@click.option('--seed', type=int, default=0, show_default=True, help='Random seed.')
+@click.option('--parameterization', type=click.Choice(list(PARAMETERIZATIONS)), default='rgb_affine', show_default=True,
+              help='What theta is (channel_scale and style_offset render through G at every step: slower).')
+@click.option('--device', default='cpu', show_default=True, help="Torch device, e.g. 'cpu' or 'cuda'.")
+def main(network_pkl, outdir, steps, seed, parameterization, device):
+    """Train an encoder that adapts a frozen generator to a domain in one pass."""
+    path = pipeline.train(network_pkl, outdir, steps=steps, seed=seed, parameterization=parameterization,
+                          device=cli_helpers.parse_device(device))
+    print(path)
+
+
+if __name__ == '__main__':
+    dnnlib.util.run_cli(main)
