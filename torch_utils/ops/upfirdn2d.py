@@ -52,8 +52,8 @@ def setup_filter(f, device=None, normalize: bool = True, flip_filter: bool = Fal
 
     Args:
         f:           None (identity), a 1-D list of taps or a 2-D array.
-        device:      device of the result; None = the default device (the CPU, or the device of an
-                     enclosing `with torch.device(...)`, e.g. 'meta' when a snapshot is checked).
+        device:      device of the result; None = `torch.get_default_device()`: the CPU, or the
+                     device of an enclosing `with torch.device(...)` ('meta' when a snapshot is checked).
         normalize:   divide by the sum of the (2-D) taps.
         flip_filter: flip the result in every axis.
         gain:        overall gain; a separable filter gets `gain ** 0.5` (it is applied twice).
@@ -77,7 +77,7 @@ def setup_filter(f, device=None, normalize: bool = True, flip_filter: bool = Fal
     if flip_filter:
         f = f.flip(list(range(f.ndim)))
     f = f * (gain ** (f.ndim / 2))
-    return f.to(device=device)
+    return f.to(device=torch.get_default_device() if device is None else device)
 
 # ---------------------------------------------------------------------------------------------
 
