@@ -84,6 +84,9 @@ from training.run_options import setup_training_options
 @click.option('--lambda_recon_lpips', help=f'Weight of the base-subspace LPIPS reconstruction [default: {expansion_defaults.LAMBDA_RECON_LPIPS:g}]', type=float, metavar='FLOAT')
 @click.option('--replay_noise', help='Noise of the frozen replay render: independent (official) or shared with the '
               'trained render (less base drift) [default: independent]', type=click.Choice(['independent', 'shared']))
+@click.option('--class_conditional', help='Train the paper\'s class-conditional baseline (Appendix B) on the same '
+              '--expansion_cfg_file tasks instead of expanding: class 0 = source, class k = task k [default: 0]',
+              type=bool, default=False, metavar='BOOL')
 def main(outdir, dry_run, gpus, wandb_mode, **flags):
     """Train a StyleGAN2-ADA network (or expand one with --expansion_cfg_file).
 

@@ -16,7 +16,7 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIBRARY_PACKAGES = ('dnnlib', 'torch_utils', 'metrics', 'training', 'viewer_app')
 RUN_PLANNING = ('training.launch', 'training.run_options')     # What train.py resolves and starts.
-METHOD_DEPENDENCIES = {'encoder': {'expansion'}}                # Method -> methods it may build on.
+METHOD_DEPENDENCIES = {'encoder': {'expansion'}, 'class_conditional': {'expansion'}}                # Method -> methods it may build on.
 # Old import paths kept as thin aliases (class names stored in training_options.json / configs):
 # they belong to the method package they forward to.
 ALIASES = {'training.expansion_loss': 'training.expansion', 'training.adaptation_tasks': 'training.expansion'}

@@ -67,8 +67,9 @@ def check_dataset_matches(training_set, G_kwargs: dict) -> None:
     """The networks' resolution, channels and label width must be those of the data."""
     if training_set is None:
         return
-    found = dict(img_resolution=training_set.resolution, img_channels=training_set.num_channels,
-                 c_dim=training_set.label_dim)
+    found = dict(img_resolution=training_set.resolution, img_channels=training_set.num_channels)
+    if training_set.has_labels or G_kwargs['c_dim'] == 0:
+        found['c_dim'] = training_set.label_dim  # unlabelled data + conditional G: the loss draws the labels
     for key, value in found.items():
         if G_kwargs[key] != value:
             raise ValueError(f'--data {training_set.name}: the data has {key}={value}, but the networks are built '
@@ -206,8 +207,10 @@ def grid_inputs(training_set, G, grid_size: tuple[int, int], seed: int, device: 
     gw, gh = grid_size
     n = gw * gh
     z = torch.randn([n, G.z_dim], generator=torch.Generator().manual_seed(loop_state.derive_seed(seed, 7)))
-    if training_set is None:
-        return None, z.to(device), torch.zeros([n, G.c_dim], device=device)
+    if training_set is None or (G.c_dim > 0 and not training_set.has_labels):
+        reals = None if training_set is None else torch.from_numpy(np.stack(
+            [training_set[i][0] for i in grid_indices(training_set, grid_size, seed)]))
+        return reals, z.to(device), torch.zeros([n, G.c_dim], device=device)
     indices = grid_indices(training_set, grid_size, seed)
     reals = np.stack([training_set[i][0] for i in indices])
     labels = np.stack([training_set.get_label(i) for i in indices]).reshape(n, -1)

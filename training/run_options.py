@@ -45,7 +45,7 @@ def setup_training_options(
     nhwc=False, allow_tf32=False, nobench=False, workers=3, tick=None, wandb='disabled', wandb_project=None,
     wandb_name=None, wandb_tags=None, expansion_cfg_file=None, latent_factors_path=None, subspace_distance=None,
     lambda_src=None, lambda_expand=None, lambda_recon_l2=None, lambda_recon_lpips=None, replay_noise=None,
-    outdir=None, subset=None,
+    outdir=None, subset=None, class_conditional=False,
 ) -> dnnlib.EasyDict:
     """Validate the train.py flags and resolve them into the training options (no run_dir yet).
 
@@ -90,6 +90,8 @@ def setup_training_options(
         opts.loss_kwargs.update(_expansion_loss_kwargs(expansion_cfg, latent_factors_path, subspace_distance,
                                                        lambda_src, lambda_expand, lambda_recon_l2, lambda_recon_lpips,
                                                        opts.G_kwargs, resume, replay_noise))
+        if class_conditional:
+            _switch_to_class_conditional(opts, expansion_cfg, latent_factors_path, subspace_distance, replay_noise)
     # Transfer learning from a pickle adapts ADA faster and skips the EMA ramp-up (official);
     # `--resume latest` continues a run and keeps its settings.
     from_pickle = resume not in RESUME_NONE and resume != 'latest'
@@ -120,7 +122,8 @@ def _apply_subset(data_info: dict | None, subset: int | None) -> None:
 
 def _check_flag_consistency(gpus, batch, kimg, snap, tick, seed, cfg, aug, p, target, augpipe, metrics, wandb, workers,
                             data, resume, expansion_cfg_file, latent_factors_path, subspace_distance, lambda_src,
-                            lambda_expand, lambda_recon_l2, lambda_recon_lpips, outdir, replay_noise=None, **_ignored) -> None:
+                            lambda_expand, lambda_recon_l2, lambda_recon_lpips, outdir, replay_noise=None,
+                            class_conditional=False, **_ignored) -> None:
     """Checks that need no files: values, ranges and flag combinations."""
     from training import augment
     from metrics import metric_main
@@ -166,6 +169,8 @@ def _check_flag_consistency(gpus, batch, kimg, snap, tick, seed, cfg, aug, p, ta
             raise OptionError(f'{", ".join(given)}: domain-expansion option(s); add --expansion_cfg_file CFG or drop them')
     elif resume in RESUME_NONE:
         raise OptionError('--expansion_cfg_file needs --resume PKL: the generator to expand')
+    if class_conditional and expansion_cfg_file is None:
+        raise OptionError('--class_conditional 1 trains the config\'s tasks as classes: add --expansion_cfg_file CFG')
     if data is None and not (expansion_cfg_file is not None and lambda_src == 0):
         raise OptionError('--data is required (a folder or .zip of images); only expansion runs with '
                           '--lambda_src=0 train without data')
@@ -331,6 +336,26 @@ def _expansion_loss_kwargs(cfg, latent_factors_path, subspace_distance, lambda_s
             raise OptionError(f'--{name} must be >= 0, got {value}')
         kwargs[name] = value
     return kwargs
+
+
+def _switch_to_class_conditional(opts, cfg, latent_factors_path, subspace_distance, replay_noise) -> None:
+    """--class_conditional 1: the paper's Appendix B baseline instead of expansion. G gains a
+    one-hot class input (class 0 = source, class k + 1 = task k); same tasks and lambdas."""
+    given = [flag for flag, value in (('--latent_factors_path', latent_factors_path),
+                                      ('--subspace_distance', subspace_distance), ('--replay_noise', replay_noise))
+             if value is not None]
+    if given:
+        raise OptionError(f'{", ".join(given)}: subspace option(s) of domain expansion; the class-conditional '
+                          f'baseline has no subspaces, drop them or --class_conditional')
+    from training.class_conditional import graft
+    try:
+        opts.G_kwargs = graft.conditional_G_kwargs(opts.G_kwargs, len(cfg.tasks) + 1)
+    except ValueError as e:
+        raise OptionError(f'--class_conditional: {e}') from None
+    keep = ('expansion_cfg', 'resume_pkl', 'lambda_src', 'lambda_expand', 'lambda_recon_l2', 'lambda_recon_lpips')
+    opts.loss_kwargs = dict(class_name='training.class_conditional.loss.ClassConditionalLoss',
+                            **{k: v for k, v in opts.loss_kwargs.items() if k in keep or k in (
+                                'r1_gamma', 'style_mixing_prob', 'pl_weight')})
 
 
 def _augment_options(aug, p, target, augpipe, from_pickle: bool) -> dict:

@@ -180,7 +180,11 @@ def _load_initial_weights(opts, continue_pkl, G, D, G_ema, log) -> tuple[dict | 
     if opts.resume_pkl:
         with dnnlib.util.open_url(opts.resume_pkl) as f:
             data = snapshot_io.load_network_pkl(f)
-        loop_setup.load_networks_from(data, G, D, G_ema, opts.resume_pkl)
+        # A loss may bring its own loader of the --resume networks (the class-conditional
+        # baseline grafts an unconditional parent); else every tensor is copied by name.
+        loss_class = dnnlib.util.get_obj_by_name(opts.loss_kwargs['class_name'])
+        load = getattr(loss_class, 'load_resume_networks', loop_setup.load_networks_from)
+        load(data, G, D, G_ema, opts.resume_pkl)
         log(f'Resuming weights from {opts.resume_pkl} (counters, optimizer state and ADA p start fresh; '
             f're-run the same command or use --resume latest to continue a run exactly)')
         return None, data
@@ -288,8 +292,8 @@ def _draw_latents(ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
     lo = ctx.rank * per_rank
     gen = torch.Generator().manual_seed(loop_state.derive_seed(opts.random_seed, 2, ctx.progress.batch_idx))
     z = torch.randn([num_phases, opts.batch_size, ctx.G.z_dim], generator=gen)[:, lo:lo + per_rank]
-    if ctx.G.c_dim == 0:
-        c = torch.zeros([num_phases, per_rank, 0])
+    if ctx.G.c_dim == 0 or ctx.training_set is None or not ctx.training_set.has_labels:
+        c = torch.zeros([num_phases, per_rank, ctx.G.c_dim])  # labels, if any, come from the loss
     else:
         idx = torch.randint(len(ctx.training_set), [num_phases, opts.batch_size], generator=gen)[:, lo:lo + per_rank]
         labels = [ctx.training_set.get_label(int(i)) for i in idx.flatten()]
