@@ -90,7 +90,9 @@ def lpips_models(device) -> SharedModels:
     models = SharedModels(device)
     try:
         models.perceptual('alex')
-    except PretrainedWeightsError:
+    except PretrainedWeightsError as e:
+        print(f'Note: LPIPS uses a random-init AlexNet backbone (so its numbers are not the published LPIPS): {e}',
+              flush=True)
         models = SharedModels(device, lpips_random_backbone=True)
     return models
 

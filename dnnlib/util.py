@@ -10,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -179,6 +180,10 @@ def open_url(url: str, cache_dir: str | None = None, num_attempts: int = 3, time
     if cache and os.path.isfile(cache_path):
         return cache_path if return_filename else open(cache_path, 'rb')
 
+    if not url_reachable(url):  # Offline: say so at once instead of waiting through retries.
+        raise DownloadError(f'Cannot download {url} (offline: {url_host(url)} is unreachable or ${OFFLINE_ENV} is '
+                            f'set); fetch the file elsewhere and place it at {cache_path} (or pass a local path '
+                            f'instead of the URL)')
     data = _download(url, num_attempts, timeout_s, cache_path)
     if cache:
         os.makedirs(os.path.dirname(cache_path), exist_ok=True)
@@ -189,6 +194,36 @@ def open_url(url: str, cache_dir: str | None = None, num_attempts: int = 3, time
     elif return_filename:
         raise ValueError('open_url: return_filename=True requires cache=True for URLs')
     return io.BytesIO(data)
+
+
+OFFLINE_ENV = 'DNNLIB_OFFLINE'  # Set to 1: treat every host as unreachable (no network attempts at all).
+_reachable: dict[tuple, bool] = {}  # (host, port) -> probe answer, once per process.
+
+
+def url_host(url: str) -> str:
+    return urllib.parse.urlparse(url).hostname or url
+
+
+def url_reachable(url: str, timeout_s: float = 3.0) -> bool:
+    """Can a TCP connection to the host of the http(s) `url` be opened (within `timeout_s`)? One
+    quick probe per host and process, so an offline machine is recognised in seconds (not after
+    a download's retries); False at once when $DNNLIB_OFFLINE or $HF_HUB_OFFLINE is 1/true.
+    Behind an HTTP(S) proxy (https_proxy/http_proxy set) the proxy decides: True."""
+    if any(os.environ.get(name, '').strip().lower() in ('1', 'true', 'yes', 'on') for name in (OFFLINE_ENV, 'HF_HUB_OFFLINE')):
+        return False
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ('http', 'https') or not parsed.hostname:
+        return True
+    if urllib.request.getproxies().get(parsed.scheme):
+        return True
+    key = (parsed.hostname, parsed.port or (443 if parsed.scheme == 'https' else 80))
+    if key not in _reachable:
+        try:
+            socket.create_connection(key, timeout=timeout_s).close()
+            _reachable[key] = True
+        except OSError:
+            _reachable[key] = False
+    return _reachable[key]
 
 
 def _download(url: str, num_attempts: int, timeout_s: float, cache_path: str) -> bytes:

@@ -179,6 +179,27 @@ def _load_torchscript(url: str, device: torch.device, detector_dir: str | None) 
         raise DetectorUnavailableError(f'Feature network file missing: {e}') from None
 
 
+def check_detector(url: str, detector_dir: str | None = None) -> None:
+    """Make sure the detector file behind `url` is at hand (registered, local, in the detector dir
+    or the download cache, else downloaded now) without loading it: a run checks this before its
+    first tick. Offline without the file: DetectorUnavailableError at once, as `load_detector`."""
+    if url in _registered:
+        return
+    detector_dir = resolve_detector_dir(detector_dir)
+    source = _local_source(url, detector_dir)
+    if source is not None:
+        if not os.path.isfile(source):
+            where = (f'not found in detector dir {detector_dir} (set by --detector-dir or ${DETECTOR_DIR_ENV}); '
+                     f'download {url} into that folder') if detector_dir is not None and source != url else 'not found'
+            raise DetectorUnavailableError(f'Feature network {source}: {where}')
+        return
+    try:
+        dnnlib.util.open_url(url, return_filename=True)
+    except dnnlib.util.DownloadError as e:
+        raise DetectorUnavailableError(f'{e}; or put it in a folder named by --detector-dir / '
+                                       f'${DETECTOR_DIR_ENV}') from None
+
+
 def _broadcast_flag(flag: bool, device: torch.device) -> bool:
     tensor = torch.tensor([1.0 if flag else 0.0], device=device)
     torch.distributed.broadcast(tensor, src=0)

@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 import dnnlib
+from metrics import feature_networks
 from metrics import frechet_inception_distance
 from metrics import inception_score
 from metrics import kernel_inception_distance
@@ -52,6 +53,12 @@ def list_valid_metrics() -> list[str]:
 def metric_needs_real_images(metric: str) -> bool:
     """False for metrics that only look at generated images (IS, PPL)."""
     return getattr(_metric_dict[metric], 'needs_real_images', True)
+
+
+def pretrained_weights(metric: str) -> tuple:
+    """The pretrained files a registered metric loads (metric_utils.needs_weights), e.g.
+    (('detector', feature_networks.INCEPTION_URL),); () for one that loads none."""
+    return tuple(getattr(_metric_dict[metric], 'pretrained_weights', ()))
 
 
 def describe_metric(metric: str) -> str:
@@ -120,6 +127,9 @@ def report_metric(result_dict: dict, run_dir: str | None = None, snapshot_pkl: s
 # ---------------------------------------------------------------------------------------------
 # Helpers for the metric definitions.
 
+_INCEPTION = ('detector', feature_networks.INCEPTION_URL)  # FID, KID, IS, PRDC features.
+_VGG16 = ('detector', feature_networks.VGG16_URL)          # Precision/recall features, LPIPS inside PPL.
+
 
 def _real_images(opts: metric_utils.MetricOptions, metric: str) -> None:
     # '_full' metrics compare against every dataset image, without x-flips; the legacy ones use
@@ -171,24 +181,28 @@ def _ppl(opts, name, num_samples, space, sampling, crop, epsilon=1e-4, batch_siz
 
 
 @register_metric
+@metric_utils.needs_weights(_INCEPTION)
 def fid50k_full(opts):
     """FID, 50k generated images vs. the full dataset (Inception-v3)."""
     return _fid(opts, 'fid50k_full', max_real=None, num_gen=50000)
 
 
 @register_metric
+@metric_utils.needs_weights(_INCEPTION)
 def kid50k_full(opts):
     """KID, 50k generated images vs. up to 1M dataset images (100 subsets of 1000)."""
     return _kid(opts, 'kid50k_full', max_real=1000000, num_gen=50000)
 
 
 @register_metric
+@metric_utils.needs_weights(_VGG16)
 def pr50k3_full(opts):
     """Precision and recall, 50k generated vs. up to 200k dataset images, 3-NN (VGG16)."""
     return _pr(opts, 'pr50k3_full', max_real=200000, num_gen=50000, nhood_size=3)
 
 
 @register_metric
+@metric_utils.needs_weights(_VGG16)
 @metric_utils.without_real_images
 def ppl2_wend(opts):
     """Perceptual path length in W, endpoints, no crop, 50k pairs (StyleGAN2 definition)."""
@@ -196,6 +210,7 @@ def ppl2_wend(opts):
 
 
 @register_metric
+@metric_utils.needs_weights(_INCEPTION)
 @metric_utils.without_real_images
 def is50k(opts):
     """Inception score of 50k generated images (10 splits)."""
@@ -206,36 +221,42 @@ def is50k(opts):
 
 
 @register_metric
+@metric_utils.needs_weights(_INCEPTION)
 def fid10k_full(opts):
     """FID, 10k generated images vs. the full dataset."""
     return _fid(opts, 'fid10k_full', max_real=None, num_gen=10000)
 
 
 @register_metric
+@metric_utils.needs_weights(_INCEPTION)
 def fid1k_full(opts):
     """FID, 1k generated images vs. the full dataset (biased upwards; for quick trends only)."""
     return _fid(opts, 'fid1k_full', max_real=None, num_gen=1000)
 
 
 @register_metric
+@metric_utils.needs_weights(_INCEPTION)
 def kid10k_full(opts):
     """KID, 10k generated images vs. up to 1M dataset images."""
     return _kid(opts, 'kid10k_full', max_real=1000000, num_gen=10000)
 
 
 @register_metric
+@metric_utils.needs_weights(_INCEPTION)
 def kid1k_full(opts):
     """KID, 1k generated images vs. up to 1M dataset images (domain-expansion --debug runs)."""
     return _kid(opts, 'kid1k_full', max_real=1000000, num_gen=1000)
 
 
 @register_metric
+@metric_utils.needs_weights(_VGG16)
 def pr10k3_full(opts):
     """Precision and recall, 10k generated vs. up to 200k dataset images, 3-NN."""
     return _pr(opts, 'pr10k3_full', max_real=200000, num_gen=10000, nhood_size=3)
 
 
 @register_metric
+@metric_utils.needs_weights(_INCEPTION)
 @metric_utils.without_real_images
 def is10k(opts):
     """Inception score of 10k generated images (10 splits)."""
@@ -246,24 +267,28 @@ def is10k(opts):
 
 
 @register_metric
+@metric_utils.needs_weights(_INCEPTION)
 def fid50k(opts):
     """FID, 50k generated vs. up to 50k dataset images (legacy)."""
     return _fid(opts, 'fid50k', max_real=50000, num_gen=50000)
 
 
 @register_metric
+@metric_utils.needs_weights(_INCEPTION)
 def kid50k(opts):
     """KID, 50k generated vs. up to 50k dataset images (legacy)."""
     return _kid(opts, 'kid50k', max_real=50000, num_gen=50000)
 
 
 @register_metric
+@metric_utils.needs_weights(_VGG16)
 def pr50k3(opts):
     """Precision and recall, 50k generated vs. up to 50k dataset images, 3-NN (legacy)."""
     return _pr(opts, 'pr50k3', max_real=50000, num_gen=50000, nhood_size=3)
 
 
 @register_metric
+@metric_utils.needs_weights(_VGG16)
 @metric_utils.without_real_images
 def ppl_zfull(opts):
     """PPL in Z, full paths, face crop, 50k pairs (StyleGAN1 definition)."""
@@ -271,6 +296,7 @@ def ppl_zfull(opts):
 
 
 @register_metric
+@metric_utils.needs_weights(_VGG16)
 @metric_utils.without_real_images
 def ppl_wfull(opts):
     """PPL in W, full paths, face crop, 50k pairs (StyleGAN1 definition)."""
@@ -278,6 +304,7 @@ def ppl_wfull(opts):
 
 
 @register_metric
+@metric_utils.needs_weights(_VGG16)
 @metric_utils.without_real_images
 def ppl_zend(opts):
     """PPL in Z, endpoints, face crop, 50k pairs (StyleGAN1 definition)."""
@@ -285,6 +312,7 @@ def ppl_zend(opts):
 
 
 @register_metric
+@metric_utils.needs_weights(_VGG16)
 @metric_utils.without_real_images
 def ppl_wend(opts):
     """PPL in W, endpoints, face crop, 50k pairs (StyleGAN1 definition)."""
@@ -295,12 +323,14 @@ def ppl_wend(opts):
 
 
 @register_metric
+@metric_utils.needs_weights(_INCEPTION)
 def fid_tiny(opts):
     """FID with tiny_num_items generated vs. full dataset (smoke runs and tests)."""
     return _fid(opts, 'fid_tiny', max_real=None, num_gen=opts.tiny_num_items)
 
 
 @register_metric
+@metric_utils.needs_weights(_INCEPTION)
 def kid_tiny(opts):
     """KID with tiny_num_items generated images, 10 subsets (smoke runs and tests)."""
     n = opts.tiny_num_items
@@ -308,12 +338,14 @@ def kid_tiny(opts):
 
 
 @register_metric
+@metric_utils.needs_weights(_VGG16)
 def pr_tiny(opts):
     """Precision and recall with tiny_num_items generated images, 3-NN (smoke runs and tests)."""
     return _pr(opts, 'pr_tiny', max_real=None, num_gen=opts.tiny_num_items, nhood_size=3)
 
 
 @register_metric
+@metric_utils.needs_weights(_INCEPTION)
 @metric_utils.without_real_images
 def is_tiny(opts):
     """Inception score of tiny_num_items generated images, 2 splits (smoke runs and tests)."""
@@ -321,6 +353,7 @@ def is_tiny(opts):
 
 
 @register_metric
+@metric_utils.needs_weights(_VGG16)
 @metric_utils.without_real_images
 def ppl_tiny(opts):
     """PPL in W, endpoints, tiny_num_items pairs (smoke runs and tests)."""
@@ -339,12 +372,14 @@ def _prdc(opts, name, max_real, num_gen, nearest_k=prdc.DEFAULT_K):
 
 
 @register_metric
+@metric_utils.needs_weights(_INCEPTION)
 def prdc10k_full(opts):
     """Precision, recall, density, coverage: 10k generated vs. up to 10k dataset images, k = 5."""
     return _prdc(opts, 'prdc10k_full', max_real=10000, num_gen=10000)
 
 
 @register_metric
+@metric_utils.needs_weights(_INCEPTION)
 def prdc_tiny(opts):
     """Precision, recall, density, coverage with tiny_num_items images per side, k = 5 (smoke runs, tests)."""
     return _prdc(opts, 'prdc_tiny', max_real=opts.tiny_num_items, num_gen=opts.tiny_num_items)

@@ -31,6 +31,20 @@ def without_real_images(fn: Callable) -> Callable:
     return fn
 
 
+def needs_weights(*weights: tuple) -> Callable:
+    """Decorator for a registered metric: the pretrained files it loads, as ('detector', URL),
+    ('clip', config CLIP name) or ('lpips', backbone) pairs, so that a training run can check
+    them before its first tick (metric_main.pretrained_weights)."""
+    for weight in weights:
+        if not (isinstance(weight, tuple) and len(weight) == 2 and weight[0] in ('detector', 'clip', 'lpips')):
+            raise ValueError(f"needs_weights: expected ('detector'|'clip'|'lpips', name) pairs, got {weight!r}")
+
+    def decorate(fn: Callable) -> Callable:
+        fn.pretrained_weights = tuple(weights)
+        return fn
+    return decorate
+
+
 class MetricOptions:
     """Everything a metric function may need; built by `metric_main.calc_metric(**kwargs)`."""
 

@@ -118,6 +118,7 @@ def launch_training(options: dict, outdir: str, dry_run: bool = False, print_opt
         return None
     if info is not None:
         return _run_torchrun_rank(options, plan, info)
+    check_pretrained_weights(options)  # Offline without a needed file: fail now, before any folder exists.
     options['run_dir'] = plan['run_dir']
     print(json.dumps(options, indent=2) if print_options else options_summary(options))
     run_dir_is_new, outdir_is_new = not os.path.exists(plan['run_dir']), not os.path.exists(outdir)
@@ -130,6 +131,38 @@ def launch_training(options: dict, outdir: str, dry_run: bool = False, print_opt
         if run_dir_is_new:
             _remove_failed_run(plan['run_dir'], outdir if outdir_is_new else None)
         raise
+
+
+def pretrained_weights(options: dict) -> tuple:
+    """Every pretrained file a run with these options will load, as (kind, name) pairs (kinds:
+    'detector' URL, 'clip' model name, 'lpips' backbone): those of its --metrics
+    (`metric_main.pretrained_weights`) and of its loss class (`pretrained_weights(loss_kwargs)`,
+    when the class declares it, e.g. DomainExpansionLoss: CLIP models of NADA tasks, LPIPS)."""
+    from metrics import metric_main
+    weights = []
+    for metric in options.get('metrics') or []:
+        if metric_main.is_valid_metric(metric):
+            weights += metric_main.pretrained_weights(metric)
+    loss_kwargs = options.get('loss_kwargs') or {}
+    if loss_kwargs.get('class_name'):  # The command line's loss class (never a name from a snapshot).
+        declared = getattr(dnnlib.util.get_obj_by_name(loss_kwargs['class_name']), 'pretrained_weights', None)
+        weights += declared(loss_kwargs) if declared is not None else ()
+    return tuple(dict.fromkeys(weights))
+
+
+def check_pretrained_weights(options: dict) -> None:
+    """Check every pretrained file the run needs before it starts (cached, local, or downloaded
+    now): offline without one, its one-line `UserError` comes in seconds, not after tick 0."""
+    from metrics import feature_networks
+    for kind, name in pretrained_weights(options):
+        if kind == 'detector':
+            feature_networks.check_detector(name, options.get('detector_dir'))
+        else:
+            from training.expansion.tasks import shared_models  # Only expansion runs name CLIP / LPIPS.
+            if kind == 'clip':
+                shared_models.check_clip_weights(name)
+            else:
+                shared_models.check_lpips_weights(name)
 
 
 def options_summary(options: dict) -> str:

@@ -72,6 +72,7 @@ def test_snapshot_png_dataset_stats_and_cache_files_get_mode_644(tmp_path, umask
     assert _mode(tmp_path / 'stats.npz') == 0o644
 
     monkeypatch.setattr(util, '_download', lambda url, *args: b'payload')
+    monkeypatch.setattr(util, 'url_reachable', lambda url: True)  # no network needed: _download is replaced
     cached = util.open_url('https://example.com/net.pkl', cache_dir=str(tmp_path / 'cache'), return_filename=True)
     assert open(cached, 'rb').read() == b'payload' and _mode(cached) == 0o644
     assert not [name for name in os.listdir(tmp_path) if name.endswith('.tmp')]

@@ -547,6 +547,7 @@ def _metric(fn):
 
 
 @_metric
+@metric_utils.needs_weights(('detector', feature_networks.INCEPTION_URL))
 def fid50k_full_base(opts):
     """Expansion: FID of 50k base-subspace images vs. the full dataset (Tab. 2)."""
     return compute_fid_base(opts, 'fid50k_full_base', num_gen=50000)
@@ -554,6 +555,7 @@ def fid50k_full_base(opts):
 
 @_metric
 @metric_utils.without_real_images
+@metric_utils.needs_weights(('detector', feature_networks.INCEPTION_URL))
 def fid50k_base_parent(opts):
     """Expansion: FID of 50k base-subspace images vs. 50k parent-generator images (--parent)."""
     return compute_fid_base_parent(opts, 'fid50k_base_parent', num_gen=50000)
@@ -561,6 +563,7 @@ def fid50k_base_parent(opts):
 
 @_metric
 @metric_utils.without_real_images
+@metric_utils.needs_weights(('clip', CLIP_ERROR_MODEL))
 def clip_error1k(opts):
     """Expansion: per-domain CLIP error (ViT-L/14, held out) of 1k images per domain (Sec. 4.3)."""
     return compute_clip_errors(opts, 'clip_error1k', num_images=1000)
@@ -568,6 +571,7 @@ def clip_error1k(opts):
 
 @_metric
 @metric_utils.without_real_images
+@metric_utils.needs_weights(('lpips', 'alex'))
 def lpips_diversity1k(opts):
     """Expansion: per-domain intra-cluster LPIPS diversity, 1k images, 10 clusters (Tab. 1)."""
     return compute_lpips_diversity(opts, 'lpips_diversity1k', num_images=1000)
@@ -575,6 +579,7 @@ def lpips_diversity1k(opts):
 
 @_metric
 @metric_utils.without_real_images
+@metric_utils.needs_weights(('clip', CLIP_ERROR_MODEL))
 def clip_compose100(opts):
     """Expansion: CLIP errors of two-domain compositions, normalised by one domain (Fig. 9)."""
     return compute_composition(opts, 'clip_compose100', num_images=100)
@@ -582,12 +587,14 @@ def clip_compose100(opts):
 
 @_metric
 @metric_utils.without_real_images
+@metric_utils.needs_weights(('clip', SEMANTIC_MODEL))
 def semantic_diversity100(opts):
     """Expansion: Semantic-Score (to extra reference_images) and Diversity, CLIP ViT-B/16, 100 images."""
     return compute_semantic_diversity(opts, 'semantic_diversity100', num_images=100)
 
 
 @_metric
+@metric_utils.needs_weights(('detector', feature_networks.INCEPTION_URL))
 def fid_base_tiny(opts):
     """Expansion: base-subspace FID with tiny_num_items images (smoke runs and tests)."""
     return compute_fid_base(opts, 'fid_base_tiny', num_gen=opts.tiny_num_items)
@@ -595,6 +602,7 @@ def fid_base_tiny(opts):
 
 @_metric
 @metric_utils.without_real_images
+@metric_utils.needs_weights(('detector', feature_networks.INCEPTION_URL))
 def fid_base_parent_tiny(opts):
     """Expansion: base-subspace vs. parent FID with tiny_num_items images (smoke runs and tests)."""
     return compute_fid_base_parent(opts, 'fid_base_parent_tiny', num_gen=opts.tiny_num_items)
@@ -602,6 +610,7 @@ def fid_base_parent_tiny(opts):
 
 @_metric
 @metric_utils.without_real_images
+@metric_utils.needs_weights(('clip', CLIP_ERROR_MODEL))
 def clip_error_tiny(opts):
     """Expansion: per-domain CLIP error with tiny_num_items images (smoke runs and tests)."""
     return compute_clip_errors(opts, 'clip_error_tiny', num_images=opts.tiny_num_items)
@@ -609,6 +618,7 @@ def clip_error_tiny(opts):
 
 @_metric
 @metric_utils.without_real_images
+@metric_utils.needs_weights(('lpips', 'alex'))
 def lpips_diversity_tiny(opts):
     """Expansion: intra-cluster LPIPS diversity, tiny_num_items images, 3 clusters (smoke runs, tests)."""
     return compute_lpips_diversity(opts, 'lpips_diversity_tiny', num_images=opts.tiny_num_items, num_clusters=3)
@@ -616,6 +626,7 @@ def lpips_diversity_tiny(opts):
 
 @_metric
 @metric_utils.without_real_images
+@metric_utils.needs_weights(('clip', CLIP_ERROR_MODEL))
 def clip_compose_tiny(opts):
     """Expansion: composition CLIP errors with tiny_num_items images (smoke runs and tests)."""
     return compute_composition(opts, 'clip_compose_tiny', num_images=opts.tiny_num_items)
@@ -623,6 +634,7 @@ def clip_compose_tiny(opts):
 
 @_metric
 @metric_utils.without_real_images
+@metric_utils.needs_weights(('clip', SEMANTIC_MODEL))
 def semantic_diversity_tiny(opts):
     """Expansion: Semantic-Score / Diversity with tiny_num_items images (smoke runs and tests)."""
     return compute_semantic_diversity(opts, 'semantic_diversity_tiny', num_images=opts.tiny_num_items)

@@ -39,7 +39,7 @@ from training.expansion.config import parse_expansion_config
 from training.loss import Loss, Phase, StyleGAN2Loss
 from training.expansion.render import broadcast_ws
 from training.expansion.subspaces import LatentSubspaces
-from training.expansion.tasks.base import build_tasks
+from training.expansion.tasks.base import build_tasks, get_task_class, registered_task_types
 from training.expansion.tasks.shared_models import SharedModels
 
 # ---------------------------------------------------------------------------------------------
@@ -119,6 +119,25 @@ class DomainExpansionLoss(Loss):
                 raise ValueError('DomainExpansionLoss: lambda_recon_l2 / lambda_recon_lpips > 0 need G_synthesis_frozen '
                                  '(see DomainExpansionLoss.resolve_inputs)')
             self.G_synthesis_frozen = G_synthesis_frozen.eval().requires_grad_(False)
+
+    @classmethod
+    def pretrained_weights(cls, loss_kwargs: dict) -> tuple:
+        """The pretrained networks a run with these (resolved) loss arguments will load: each
+        registered task's (`BaseTask.pretrained_weights`) and the replay-alignment LPIPS, as
+        ('clip', name) / ('lpips', backbone) pairs; checked before the run starts (launch)."""
+        cfg = loss_kwargs.get('expansion_cfg') or {}
+        shared = cfg.get('tasks_losses') or {}
+        random_lpips = bool(loss_kwargs.get('lpips_random_backbone', False))
+        weights = []
+        for task in cfg.get('tasks') or []:
+            type_name = task.get('type') if isinstance(task, dict) else None
+            if not isinstance(type_name, str) or type_name not in registered_task_types():
+                continue  # A user's own task class declares nothing here; it loads what it loads.
+            kwargs = {**(shared.get(type_name) or {}), **(task.get('args') or {})}
+            weights += get_task_class(type_name).pretrained_weights(kwargs)
+        if float(loss_kwargs.get('lambda_recon_lpips', constants.LAMBDA_RECON_LPIPS)) > 0:
+            weights.append(('lpips', loss_kwargs.get('lpips_net', 'alex')))
+        return tuple(w for w in dict.fromkeys(weights) if not (random_lpips and w[0] == 'lpips'))
 
     @classmethod
     def resolve_inputs(cls, loss_kwargs: dict, G, G_ema, snapshot: dict | None) -> dict:

@@ -106,6 +106,12 @@ class BaseTask:
         """
         return []
 
+    @classmethod
+    def pretrained_weights(cls, kwargs: dict) -> tuple:
+        """The pretrained networks this task will load, as ('clip', config CLIP name) or
+        ('lpips', backbone) pairs, so a run can check them before any work; () = none."""
+        return ()
+
     # --- runtime interface ---
 
     @property

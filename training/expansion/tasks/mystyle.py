@@ -135,6 +135,10 @@ class MyStyle(BaseTask):
         self.perceptual = runtime.models.perceptual('alex')
 
     @classmethod
+    def pretrained_weights(cls, kwargs: dict) -> tuple:
+        return (('lpips', 'alex'),)  # Eq. 9's perceptual term.
+
+    @classmethod
     def default_name(cls, kwargs: dict) -> str:
         if kwargs.get('person_name') is not None:
             return kwargs['person_name']

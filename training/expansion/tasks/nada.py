@@ -17,6 +17,7 @@ on the base subspace), so `t_m = normalize(mean E_I(targets) - mean_batch E_I(ba
 measure the gap between CLIP's text and image embeddings.
 """
 
+import inspect
 import os
 
 import torch
@@ -87,6 +88,11 @@ class NADA(BaseTask):
         if kwargs.get('target_text') is not None:
             return kwargs['target_text']
         return os.path.basename(os.path.normpath(kwargs['target_images_dir']))
+
+    @classmethod
+    def pretrained_weights(cls, kwargs: dict) -> tuple:
+        default = inspect.signature(cls.__init__).parameters['clip_models'].default
+        return tuple(('clip', name) for name in kwargs.get('clip_models', default))
 
     @classmethod
     def check_config(cls, kwargs: dict, ctx) -> list:

@@ -109,11 +109,52 @@ def _freeze(module: torch.nn.Module, device) -> torch.nn.Module:
     """Eval mode, no parameter gradients, on `device`."""
     return module.eval().requires_grad_(False).to(device)
 
+def _clip_weights_error(name: str, cache_dir, reason: str) -> PretrainedWeightsError:
+    arch, tag = open_clip_spec(name)
+    where = cache_dir if cache_dir is not None else _hf_cache_dir()
+    return PretrainedWeightsError(f'CLIP model {name!r} (open_clip {arch!r}, pretrained={tag!r}) could not be loaded '
+        f'({reason}); weights are looked for in {where}. '
+        f'Offline? On a machine with internet run: python -c "import open_clip; '
+        f"open_clip.create_model_and_transforms('{arch}', pretrained='{tag}', cache_dir='DIR')\" "
+        f'and copy DIR to {where}')
+
+def _clip_weights_source(name: str, cache_dir=None) -> tuple:
+    """`(cached, download URL)` of the weights of CLIP model `name`, without any network access."""
+    from open_clip import pretrained
+    arch, tag = open_clip_spec(name)
+    cfg = pretrained.get_pretrained_cfg(arch, tag)
+    if not cfg:
+        return False, None  # Unknown to open_clip: loading says so.
+    if 'file' in cfg:
+        return os.path.isfile(cfg['file']), None
+    hub = cfg.get('hf_hub', '')
+    if hub and pretrained.has_hf_hub():
+        from huggingface_hub import constants, try_to_load_from_cache
+        model_id, filename = os.path.split(hub)
+        filename = filename or pretrained.HF_WEIGHTS_NAME
+        for candidate in [filename, *pretrained._get_safe_alternatives(filename)]:
+            if isinstance(try_to_load_from_cache(model_id, candidate, cache_dir=cache_dir), str):
+                return True, None
+        return False, f'{constants.ENDPOINT}/{model_id}'
+    url = cfg.get('url', '')
+    folder = cache_dir or os.path.expanduser('~/.cache/clip')
+    return os.path.isfile(os.path.join(folder, os.path.basename(url))), url or None
+
+def check_clip_weights(name: str, cache_dir=None) -> None:
+    """Before any work: the weights of CLIP model `name` are cached, or their host answers (one
+    quick probe, see dnnlib.util.url_reachable); else PretrainedWeightsError at once, instead of
+    the hub's retries."""
+    cached, url = _clip_weights_source(name, cache_dir)
+    if not cached and url is not None and not dnnlib.util.url_reachable(url):
+        raise _clip_weights_error(name, cache_dir, f'offline: not cached, and {dnnlib.util.url_host(url)} is '
+                                  f'unreachable or ${dnnlib.util.OFFLINE_ENV} / $HF_HUB_OFFLINE is set')
+
 def load_open_clip(name: str, device, cache_dir=None) -> ClipEncoder:
     """Load an open_clip model with its real pretrained weights; PretrainedWeightsError when unavailable."""
     import open_clip # Imported here: it takes seconds and only NADA needs it.
     from open_clip.pretrained import get_pretrained_cfg
     arch, tag = open_clip_spec(name)
+    check_clip_weights(name, cache_dir)
     # OpenAI's CLIP weights were trained with QuickGELU; open_clip only warns when the
     # architecture's default (GELU) does not match, so ask for it explicitly.
     quick_gelu = bool(get_pretrained_cfg(arch, tag).get('quick_gelu', False))
@@ -121,12 +162,8 @@ def load_open_clip(name: str, device, cache_dir=None) -> ClipEncoder:
         model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=tag, device=device, cache_dir=cache_dir,
             force_quick_gelu=quick_gelu)
     except Exception as err: # open_clip / huggingface_hub / urllib raise many types when offline.
-        where = cache_dir if cache_dir is not None else _hf_cache_dir()
-        raise PretrainedWeightsError(f'CLIP model {name!r} (open_clip {arch!r}, pretrained={tag!r}) could not be loaded '
-            f'({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}); weights are looked for in {where}. '
-            f'Offline? On a machine with internet run: python -c "import open_clip; '
-            f"open_clip.create_model_and_transforms('{arch}', pretrained='{tag}', cache_dir='DIR')\" "
-            f'and copy DIR to {where}') from err
+        reason = f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'
+        raise _clip_weights_error(name, cache_dir, reason) from err
     cfg = getattr(model.visual, 'preprocess_cfg', {})
     image_size = model.visual.image_size
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
@@ -148,6 +185,27 @@ def _hf_cache_dir() -> str:
 RANDOM_BACKBONE_SEED = 0  # Seed of the random-init LPIPS backbone (offline use).
 LPIPS_BACKBONE_WEIGHTS = {'alex': 'AlexNet_Weights', 'vgg': 'VGG16_Weights', 'squeeze': 'SqueezeNet1_1_Weights'}
 
+def _lpips_backbone_file(net: str) -> tuple:
+    """`(download URL, local path)` of the torchvision backbone weights of LPIPS network `net`."""
+    import torchvision
+    weights = getattr(torchvision.models, LPIPS_BACKBONE_WEIGHTS[net]).IMAGENET1K_V1
+    return weights.url, os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(weights.url))
+
+def _lpips_weights_error(net: str, reason: str) -> PretrainedWeightsError:
+    url, target = _lpips_backbone_file(net)
+    return PretrainedWeightsError(f'LPIPS backbone {net!r} could not be loaded ({dnnlib.util.one_line(reason)}); '
+        f'torchvision looks for {target}. Offline? Download {url} elsewhere and copy it to that path')
+
+def check_lpips_weights(net: str) -> None:
+    """Before any work: the backbone weights of LPIPS network `net` are in torchvision's cache or
+    their host answers (one quick probe); else PretrainedWeightsError at once."""
+    if net not in LPIPS_BACKBONE_WEIGHTS:
+        raise ValueError(f'unknown LPIPS network {net!r}; choose one of {", ".join(LPIPS_BACKBONE_WEIGHTS)}')
+    url, target = _lpips_backbone_file(net)
+    if not os.path.isfile(target) and not dnnlib.util.url_reachable(url):
+        raise _lpips_weights_error(net, f'offline: not cached, and {dnnlib.util.url_host(url)} is unreachable '
+                                   f'or ${dnnlib.util.OFFLINE_ENV} is set')
+
 def load_lpips(net: str, device, random_backbone: bool = False):
     """LPIPS as a callable `(x, y) -> [N]` for [-1, 1] images; PretrainedWeightsError when unavailable.
 
@@ -159,6 +217,8 @@ def load_lpips(net: str, device, random_backbone: bool = False):
     import lpips # Imported here: it pulls in torchvision.
     if net not in LPIPS_BACKBONE_WEIGHTS:
         raise ValueError(f'unknown LPIPS network {net!r}; choose one of {", ".join(LPIPS_BACKBONE_WEIGHTS)}')
+    if not random_backbone:
+        check_lpips_weights(net)
     try:
         # A random backbone is drawn from a fixed seed (without touching the caller's RNG), so
         # distances are the same in every process and every run.
@@ -166,11 +226,7 @@ def load_lpips(net: str, device, random_backbone: bool = False):
             torch.manual_seed(RANDOM_BACKBONE_SEED)
             model = lpips.LPIPS(net=net, verbose=False, pnet_rand=random_backbone)
     except Exception as err: # urllib / OSError / RuntimeError when the backbone cannot be downloaded.
-        import torchvision
-        weights = getattr(torchvision.models, LPIPS_BACKBONE_WEIGHTS[net]).IMAGENET1K_V1
-        target = os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(weights.url))
-        raise PretrainedWeightsError(f'LPIPS backbone {net!r} could not be loaded ({type(err).__name__}: {err}); '
-            f'torchvision looks for {target}. Offline? Download {weights.url} elsewhere and copy it to that path') from err
+        raise _lpips_weights_error(net, f'{type(err).__name__}: {err}') from err
     model = _freeze(model, device)
 
     def distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
