@@ -6,6 +6,7 @@ colour domains (training/encoder/domains.py); the last line printed is the snaps
 """
 
 import click
+import torch
 
 import dnnlib
 from training import cli_helpers
@@ -23,8 +24,12 @@ from training.encoder.parameterizations import PARAMETERIZATIONS
 @click.option('--parameterization', type=click.Choice(list(PARAMETERIZATIONS)), default='rgb_affine', show_default=True,
               help='What theta is (channel_scale and style_offset render through G at every step: slower).')
 @click.option('--device', default='cpu', show_default=True, help="Torch device, e.g. 'cpu' or 'cuda'.")
-def main(network_pkl, outdir, steps, seed, parameterization, device):
+@click.option('--threads', type=click.IntRange(min=0), default=1, show_default=True,
+              help='CPU threads for torch (0 = torch default); the networks are tiny, one thread is fastest on a busy machine.')
+def main(network_pkl, outdir, steps, seed, parameterization, device, threads):
     """Train an encoder that adapts a frozen generator to a domain in one pass."""
+    if threads:
+        torch.set_num_threads(threads)
     path = pipeline.train(network_pkl, outdir, steps=steps, seed=seed, parameterization=parameterization,
                           device=cli_helpers.parse_device(device))
     print(path)

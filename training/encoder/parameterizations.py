@@ -148,13 +148,20 @@ class RgbAffine(Parameterization):
         """M img + b for images `[N, C, H, W]` and theta `[P]` or `[N, P]`: the domain's render of
         latents whose source render is `img`, without running the synthesis network again."""
         self.check_theta(theta)
-        M, b = self.split(theta.to(img.dtype))
-        if theta.ndim == 1:
-            return torch.einsum('ij,njhw->nihw', M, img) + b.reshape(1, -1, 1, 1)
-        return torch.einsum('nij,njhw->nihw', M, img) + b.reshape(b.shape[0], -1, 1, 1)
+        return apply_rgb_affine(img, theta)
 
     def _modify(self, img, part):
         return self.apply_to_image(img, part)
+
+def apply_rgb_affine(img: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """img' = M img + b for images `[N, C, H, W]`, theta = [M row-major (C*C), b (C)], `[P]` or `[N, P]`."""
+    C = img.shape[1]
+    misc.assert_shape(theta, [None, C * C + C] if theta.ndim == 2 else [C * C + C])
+    theta = theta.to(img.dtype)
+    M, b = theta[..., :C * C].unflatten(-1, [C, C]), theta[..., C * C:]
+    if theta.ndim == 1:
+        return torch.einsum('ij,njhw->nihw', M, img) + b.reshape(1, -1, 1, 1)
+    return torch.einsum('nij,njhw->nihw', M, img) + b.reshape(b.shape[0], -1, 1, 1)
 
 #----------------------------------------------------------------------------
 
