@@ -11,7 +11,9 @@ Owns:
     fit.py                the per-domain fit of theta (Adam on a pixel loss) and the R^2 measure;
     encoder.py            the encoder network (backbone, mean over K references, MLP head whose
                           last layer starts at zero) and its snapshot file;
-    training.py           training the encoder on sampled ground-truth domains.
+    training.py           training the encoder on sampled ground-truth domains;
+    pipeline.py           the commands train_encoder.py and encode_domain.py call;
+    tasks.py              `EncodedDomain`, an expansion task whose domain is one encoder pass.
 
 May import: `dnnlib`, `torch_utils`, `metrics`, the GAN core of `training` and
 `training.expansion`. Nothing in the GAN core or in other method packages imports it; never a
