@@ -7,10 +7,12 @@ the procedural 'blobs' data set, see demo/README.md): three `Transform` domains 
 negative, hue shift: ground truth that needs no pretrained network) and one `MyStyle` domain
 whose "personal photos" are generated here from four anchor latents. The expansion runs through
 train.py's own library code (training.run_options, training.launch); so does a plain fine-tuning
-baseline with the same tasks and steps but no base-subspace regularisation. metrics.json
+baseline with the same tasks and steps but no base-subspace regularisation, and the paper's
+class-conditional baseline (Appendix B; class 0 = source, one class per task). metrics.json
 (interfaces.md section 5) then shows (a) how well the base subspace is preserved compared with
-the baseline, (b) each domain's task error before and after, and (c) that no domain leaks into
-another's subspace.
+both baselines, (b) each domain's task error and R^2 before and after, and (c) whether a domain
+leaks into another's subspace (or class). `--tasks hflip,edges` picks other Transform domains,
+`--no-mystyle` drops the MyStyle one, `--steps` sets the training length of every run.
 """
 
 import glob
@@ -33,6 +35,8 @@ from training.expansion.subspaces import LatentSubspaces
 from training.synthetic_data import make_synthetic_dataset
 from training.expansion.tasks.base import build_tasks
 from training.expansion.config import parse_expansion_config
+from training.class_conditional import evaluation as cc_evaluation
+from training.class_conditional.graft import grafted_copy
 from training.expansion.tasks.shared_models import PretrainedWeightsError, SharedModels
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -40,6 +44,8 @@ SOURCE_PKL = os.path.join(REPO_ROOT, 'demo', 'source_generator.pkl')
 DATA_SEED = 123            # the seed the shipped generator's training data was drawn with
 MYSTYLE_SEEDS = [11, 12, 13, 14]
 EVAL_SEED = 2024           # evaluation latents, disjoint from training draws
+DEFAULT_TRANSFORMS = ('grayscale', 'negative', 'hue_shift')
+HUE_DEGREES = 120          # the demo's hue_shift angle
 
 # ---------------------------------------------------------------------------------------------
 
@@ -71,18 +77,32 @@ def make_mystyle_data(G, folder: str) -> tuple[str, str]:
         photo = personal_style(render(G.synthesis, w))
         image_utils.save_png_atomic(image_utils.to_pil(image_utils.to_uint8(photo)[0]),
                                     os.path.join(images_dir, f'person{seed:02d}.png'))
-        torch.save(w[0].clone(), os.path.join(anchors_dir, f'person{seed:02d}.pt'))
+        with dnnlib.util.atomic_write_path(os.path.join(anchors_dir, f'person{seed:02d}.pt')) as tmp:
+            torch.save(w[0].clone(), tmp)
     return images_dir, anchors_dir
 
 
-def expansion_config(images_dir: str, anchors_dir: str) -> dict:
-    return {'tasks': [
-        {'type': 'Transform', 'args': {'transform': 'grayscale'}},
-        {'type': 'Transform', 'args': {'transform': 'negative'}},
-        {'type': 'Transform', 'args': {'transform': 'hue_shift', 'degrees': 120}},
-        {'type': 'MyStyle', 'args': {'person_name': 'sepia_person', 'images_dir': images_dir,
-                                     'anchors_dir': anchors_dir}},
-    ], 'tasks_losses': {'MyStyle': {'l2_weight': 1.0}}}
+def parse_transforms(text: str) -> list[str]:
+    """`--tasks grayscale,edges` -> the transform names, each checked (one-line error otherwise)."""
+    from training.image_transforms import TRANSFORMS
+    names = [name.strip() for name in text.split(',') if name.strip()]
+    unknown = [name for name in names if name not in TRANSFORMS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise dnnlib.util.UserError(f'--tasks {text}: give distinct transform names, comma-separated'
+                                    f'{f" (unknown: {unknown})" if unknown else ""}; known: {", ".join(TRANSFORMS)}')
+    return names
+
+
+def expansion_config(images_dir: str | None, anchors_dir: str | None,
+                     transforms=DEFAULT_TRANSFORMS) -> dict:
+    """One Transform task per name (hue_shift at HUE_DEGREES), then MyStyle unless images_dir is None."""
+    tasks = [{'type': 'Transform', 'args': {'transform': name, **({'degrees': HUE_DEGREES} if name == 'hue_shift' else {})}}
+             for name in transforms]
+    if images_dir is None:
+        return {'tasks': tasks}
+    tasks.append({'type': 'MyStyle', 'args': {'person_name': 'sepia_person', 'images_dir': images_dir,
+                                              'anchors_dir': anchors_dir}})
+    return {'tasks': tasks, 'tasks_losses': {'MyStyle': {'l2_weight': 1.0}}}
 
 
 def lpips_models(device) -> SharedModels:
@@ -100,13 +120,13 @@ def lpips_models(device) -> SharedModels:
 
 
 def run_expansion(outdir: str, cfg_path: str, data_zip: str, steps: int, batch: int, seed: int,
-                  baseline: bool, lpips_random_backbone: bool) -> str:
+                  baseline: bool, lpips_random_backbone: bool, class_conditional: bool = False) -> str:
     """Train through train.py's own functions; returns the final snapshot path."""
     lambdas = dict(lambda_src=0, lambda_recon_l2=0, lambda_recon_lpips=0) if baseline else {}
     options = run_options.setup_training_options(
         outdir=outdir, data=data_zip, resume=SOURCE_PKL, expansion_cfg_file=cfg_path, cfg='tiny', batch=batch,
         kimg=steps * batch / 1000, tick=steps * batch / 1000, snap=1, metrics='none', seed=seed, aug='noaug',
-        workers=0, **lambdas)
+        workers=0, class_conditional=class_conditional, **lambdas)
     options.loss_kwargs['lpips_random_backbone'] = lpips_random_backbone
     options.logging['tensorboard'] = False
     launch.launch_training(options, outdir, print_options=False)  # full options: training_options.json
@@ -121,8 +141,8 @@ def image_distances(models: SharedModels, a: torch.Tensor, b: torch.Tensor) -> d
     return {'l2': float(l2), 'lpips': float(lp)}
 
 
-def evaluate(G_src, G_exp, G_base, tasks, subspaces, models, num_latents: int) -> dict:
-    """metrics.json's 'base' and 'domains' sections (interfaces.md section 5)."""
+def evaluate(G_src, G_exp, G_base, G_cc, tasks, subspaces, models, num_latents: int) -> dict:
+    """metrics.json's 'base', 'domains' and 'class_conditional' sections (interfaces.md section 5)."""
     z = torch.from_numpy(np.random.RandomState(EVAL_SEED).randn(num_latents, G_src.z_dim)).float()
     with torch.no_grad():
         w = G_src.mapping(z, None)[:, 0]
@@ -130,18 +150,48 @@ def evaluate(G_src, G_exp, G_base, tasks, subspaces, models, num_latents: int) -
     source = render(G_src.synthesis, base_w)
     base = {'expanded': image_distances(models, render(G_exp.synthesis, base_w), source),
             'finetune_baseline': image_distances(models, render(G_base.synthesis, base_w), source)}
+    # Class 0 of the class-conditional baseline against the source, same z (it has no subspaces).
+    with torch.no_grad():
+        base['class_conditional'] = image_distances(models, render(G_cc.synthesis, cc_evaluation.class_w(
+            G_cc.mapping, z, 0)), render(G_src.synthesis, w))
     before = evaluation.error_matrix(G_src.synthesis, G_src.mapping, subspaces, tasks, G_src.mapping.w_avg,
                                          n=num_latents, seed=EVAL_SEED)
     after = evaluation.error_matrix(G_exp.synthesis, G_src.mapping, subspaces, tasks, G_src.mapping.w_avg,
                                         n=num_latents, seed=EVAL_SEED)
+    r2_before = evaluation.transform_r2(G_src.synthesis, G_src.mapping, subspaces, tasks, G_src.mapping.w_avg,
+                                        n=num_latents, seed=EVAL_SEED)
+    r2_after = evaluation.transform_r2(G_exp.synthesis, G_src.mapping, subspaces, tasks, G_src.mapping.w_avg,
+                                       n=num_latents, seed=EVAL_SEED)
     domains = {}
     for k, task in enumerate(tasks):
         others = {other.name: {'before': float(before[k, j]), 'after': float(after[k, j])}
                   for j, other in enumerate(tasks) if j != k}
         domains[task.name] = {'type': type(task).__name__, 'dimension': task.dimension,
                               'error_before': float(before[k, k]), 'error_after': float(after[k, k]),
+                              **({'r2_before': r2_before[task.name], 'r2_after': r2_after[task.name]}
+                                 if task.name in r2_after else {}),
                               'on_other_subspaces': others}
-    return {'base': base, 'domains': domains}
+    return {'base': base, 'domains': domains,
+            'class_conditional': evaluate_class_conditional(G_src, G_cc, tasks, num_latents)}
+
+
+def evaluate_class_conditional(G_src, G_cc, tasks, num_latents: int) -> dict:
+    """The baseline's per-domain numbers: own error, R^2, errors on the other classes (leakage);
+    'before' = the parent grafted at step 0 (every class renders the parent's image)."""
+    G_init = grafted_copy(G_src, len(tasks) + 1)
+    before = cc_evaluation.error_matrix(G_init, tasks, n=num_latents, seed=EVAL_SEED)
+    after = cc_evaluation.error_matrix(G_cc, tasks, n=num_latents, seed=EVAL_SEED)
+    r2_before = cc_evaluation.transform_r2(G_init, tasks, n=num_latents, seed=EVAL_SEED)
+    r2_after = cc_evaluation.transform_r2(G_cc, tasks, n=num_latents, seed=EVAL_SEED)
+    domains = {}
+    for k, task in enumerate(tasks):
+        domains[task.name] = {
+            'type': type(task).__name__, 'class': k + 1,
+            'error_before': float(before[k, k]), 'error_after': float(after[k, k]),
+            **({'r2_before': r2_before[task.name], 'r2_after': r2_after[task.name]} if task.name in r2_after else {}),
+            'on_other_classes': {other.name: {'before': float(before[k, j]), 'after': float(after[k, j])}
+                                 for j, other in enumerate(tasks) if j != k}}
+    return {'domains': domains}
 
 
 def save_demo_grid(G_src, G_exp, subspaces, names, path: str, num_columns: int = 8) -> None:
@@ -163,7 +213,7 @@ def next_run_dir(root: str) -> str:
 
 
 def run_demo(outdir: str = 'demo_out', steps: int = 1000, batch: int = 8, seed: int = 0,
-             num_eval_latents: int = 32) -> str:
+             num_eval_latents: int = 32, transforms=DEFAULT_TRANSFORMS, mystyle: bool = True) -> str:
     """Expand the shipped generator, train the baseline, evaluate; returns the metrics.json path.
 
     Everything goes to a new numbered folder under `outdir` (demo_out/00000, demo_out/00001, ...).
@@ -178,34 +228,38 @@ def run_demo(outdir: str = 'demo_out', steps: int = 1000, batch: int = 8, seed: 
     data_zip = os.path.join(outdir, 'blobs32.zip')
     if not os.path.exists(data_zip):
         make_synthetic_dataset(data_zip, 500, G_src.img_resolution, seed=DATA_SEED)
-    images_dir, anchors_dir = make_mystyle_data(G_src, os.path.join(outdir, 'mystyle'))
-    cfg = expansion_config(images_dir, anchors_dir)
+    images_dir, anchors_dir = make_mystyle_data(G_src, os.path.join(outdir, 'mystyle')) if mystyle else (None, None)
+    cfg = expansion_config(images_dir, anchors_dir, transforms)
     cfg_path = os.path.join(outdir, 'expansion.json')
-    with open(cfg_path, 'w') as f:
-        json.dump(cfg, f, indent=2)
+    dnnlib.util.write_json_atomic(cfg_path, cfg)
     models = lpips_models(torch.device('cpu'))
 
-    start = time.time()
-    exp_pkl = run_expansion(os.path.join(outdir, 'expanded'), cfg_path, data_zip, steps, batch, seed,
-                            baseline=False, lpips_random_backbone=models.lpips_random_backbone)
-    base_pkl = run_expansion(os.path.join(outdir, 'finetune_baseline'), cfg_path, None, steps, batch, seed,
-                             baseline=True, lpips_random_backbone=models.lpips_random_backbone)
-    seconds = time.time() - start
+    seconds, pkls = {}, {}
+    for run, data, baseline, class_conditional in (('expanded', data_zip, False, False),
+                                                   ('finetune_baseline', None, True, False),
+                                                   ('class_conditional', data_zip, False, True)):
+        start = time.time()
+        pkls[run] = run_expansion(os.path.join(outdir, run), cfg_path, data, steps, batch, seed, baseline=baseline,
+                                  lpips_random_backbone=models.lpips_random_backbone,
+                                  class_conditional=class_conditional)
+        seconds[run] = time.time() - start
+    exp_pkl, base_pkl = pkls['expanded'], pkls['finetune_baseline']
 
     exp = load_source(exp_pkl)
     G_exp, G_base = exp['G_ema'].eval(), load_source(base_pkl)['G_ema'].eval()
+    G_cc = load_source(pkls['class_conditional'])['G_ema'].eval()
     subspaces = LatentSubspaces(exp['latent_basis'], exp['repurposed_dims'].tolist(), exp['subspace_distance'])
     config = parse_expansion_config(exp['expansion_cfg'], w_dim=G_src.w_dim, img_resolution=G_src.img_resolution)
     tasks = build_tasks(config, 'cpu', models, z_dim=G_src.z_dim, img_resolution=G_src.img_resolution)
     metrics = {'generator': 'demo/source_generator.pkl: 32x32 StyleGAN2 (w_dim 32) trained on procedural blobs',
-               'steps': steps, 'batch': batch, 'seconds': seconds,
+               'steps': steps, 'batch': batch, 'seconds': sum(seconds.values()), 'seconds_by_run': seconds,
                'lpips_backbone': models.lpips_backbone('alex'),
-               **evaluate(G_src, G_exp, G_base, tasks, subspaces, models, num_eval_latents)}
+               'expanded_snapshot': os.path.abspath(exp_pkl), 'expansion_cfg': cfg_path,
+               'class_conditional_snapshot': os.path.abspath(pkls['class_conditional']),
+               **evaluate(G_src, G_exp, G_base, G_cc, tasks, subspaces, models, num_eval_latents)}
     save_demo_grid(G_src, G_exp, subspaces, [t.name for t in tasks], os.path.join(outdir, 'aligned_grid.png'))
     path = os.path.join(outdir, 'metrics.json')
-    with open(path + '.tmp', 'w') as f:
-        json.dump(metrics, f, indent=2)
-    os.replace(path + '.tmp', path)
+    dnnlib.util.write_json_atomic(path, metrics)
     return path
 
 # ---------------------------------------------------------------------------------------------
@@ -216,12 +270,38 @@ def run_demo(outdir: str = 'demo_out', steps: int = 1000, batch: int = 8, seed: 
 @click.option('--steps', type=click.IntRange(min=1), default=1000, show_default=True, help='Training steps per run.')
 @click.option('--batch', type=click.IntRange(min=4), default=8, show_default=True, help='Batch size.')
 @click.option('--seed', type=int, default=0, show_default=True, help='Training seed.')
-def main(outdir, steps, batch, seed):
-    """Expand the shipped demo generator and write metrics.json (its path is the last line)."""
-    path = run_demo(outdir, steps=steps, batch=batch, seed=seed)
+@click.option('--tasks', default=','.join(DEFAULT_TRANSFORMS), show_default=True,
+              help='Transform domains, comma-separated (e.g. hflip,edges).')
+@click.option('--mystyle/--no-mystyle', default=True, show_default=True, help='Also add the MyStyle domain.')
+def main(outdir, steps, batch, seed, tasks, mystyle):
+    """Expand the shipped demo generator, train both baselines, write metrics.json (its path is the last line)."""
+    transforms = parse_transforms(tasks)  # before any work
+    path = run_demo(outdir, steps=steps, batch=batch, seed=seed, transforms=transforms, mystyle=mystyle)
     with open(path) as f:
-        print(f.read())
+        print(summary_table(json.load(f)))
     print(path)
+
+
+def summary_table(metrics: dict) -> str:
+    """The headline numbers as a few Markdown tables (base drift; each domain's error, R^2, leakage)."""
+    base = metrics['base']
+    lines = [f"{metrics['steps']} steps, batch {metrics['batch']}, {metrics['seconds']:.0f} s of training; "
+             f"LPIPS backbone: {metrics['lpips_backbone']}", '',
+             '| base drift vs source | expansion | fine-tune | class-conditional |', '|---|---:|---:|---:|']
+    for key in ('l2', 'lpips'):
+        lines.append(f'| {key} | ' + ' | '.join(f"{base[run][key]:.4f}" for run in
+                                               ('expanded', 'finetune_baseline', 'class_conditional')) + ' |')
+    lines += ['', '| domain | error before -> after | R^2 before -> after | leaks | class-cond. error | '
+              'class-cond. R^2 | class-cond. leaks |', '|---|---:|---:|:---:|---:|---:|:---:|']
+    cc = metrics['class_conditional']['domains']
+    for name, d in metrics['domains'].items():
+        c = cc[name]
+        r2 = lambda e: f"{e['r2_before']:.2f} -> {e['r2_after']:.2f}" if 'r2_after' in e else '-'
+        leaks = lambda e, key: 'yes' if any(o['after'] <= e['error_after'] for o in e[key].values()) else 'no'
+        lines.append(f"| {name} | {d['error_before']:.4f} -> {d['error_after']:.4f} | {r2(d)} | "
+                     f"{leaks(d, 'on_other_subspaces')} | {c['error_after']:.4f} | {r2(c)} | {leaks(c, 'on_other_classes')} |")
+    lines.append(f"\nGrid: {os.path.join(os.path.dirname(metrics['expansion_cfg']), 'aligned_grid.png')}")
+    return '\n'.join(lines)
 
 
 if __name__ == '__main__':

@@ -90,3 +90,15 @@ def load_resume_networks(data: dict, G, D, G_ema, source: str) -> None:
         misc.copy_params_and_buffers(data['D'], D, require_all=True)
     except ValueError as e:
         raise ValueError(f'{source}: {e}') from None
+
+
+def grafted_copy(parent: torch.nn.Module, num_classes: int) -> torch.nn.Module:
+    """A new conditional `training.networks.Generator` with `parent` grafted in (eval mode)."""
+    from training.networks import Generator
+    if type(parent) is not Generator:
+        raise ValueError(f'grafted_copy: needs a training.networks.Generator, got {type(parent).__name__}')
+    kwargs = conditional_G_kwargs(dict(parent.init_kwargs, class_name='training.networks.Generator'), num_classes)
+    kwargs.pop('class_name')
+    G = Generator(**kwargs).to(next(parent.parameters()).device)
+    graft_parent(parent, G)
+    return G.eval().requires_grad_(False)
