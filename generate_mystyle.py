@@ -16,7 +16,6 @@ constant W+ [num_ws, w_dim], as `.pt`/`.pth` (torch.save) or `.npy`. Writes `out
 and `out/mixtures.json` (which anchors and weights made each sample).
 """
 
-import json
 import os
 
 import click
@@ -127,8 +126,7 @@ def generate_mystyle(network_pkl: str, anchors_dir: str, dim, num: int, outdir: 
                   transport='official' if official_transport else 'base-projection',
                   samples=[dict(file=os.path.basename(p), anchors=[stems[j] for j in idx], weights=w.tolist())
                            for p, idx, w in zip(paths, indices, weights)])
-    with open(os.path.join(outdir, 'mixtures.json'), 'w', encoding='utf-8') as f:
-        json.dump(record, f, indent=2)
+    dnnlib.util.write_json_atomic(os.path.join(outdir, 'mixtures.json'), record)
     return dict(paths=paths, stems=stems, indices=indices, weights=weights)
 
 # ---------------------------------------------------------------------------------------------

@@ -153,7 +153,8 @@ def project_images(network_pkl: str, target: str, outdir: str, num_steps: int = 
         latent = result.latent.cpu().contiguous()
         paths = [os.path.join(outdir, f'{stem}.pt'), os.path.join(outdir, f'{stem}_target.png'),
                  os.path.join(outdir, f'{stem}_proj.png')]
-        torch.save(latent, paths[0])
+        with dnnlib.util.atomic_write_path(paths[0]) as tmp:
+            torch.save(latent, tmp)
         image_utils.save_png_atomic(image_utils.to_pil(target_uint8.transpose(1, 2, 0)), paths[1])
         save_image(projection.render_latent(G.synthesis, latent), paths[2])
         if expanded:

@@ -22,7 +22,6 @@ weights of every row and column. All renders use noise_mode='const'.
 
 import importlib.util
 import itertools
-import json
 import os
 
 import click
@@ -196,8 +195,7 @@ def compose(network_pkl: str, seeds: list[int], weights: str, outdir: str, trunc
         paths, axes = _pair_grids(eg, ws, seeds, a, mix[a], b, mix[b], pair_steps, outdir)
         result['pairs'][(a, b)] = paths
         record['pair_grids'].append(axes)
-    with open(os.path.join(outdir, 'compose.json'), 'w', encoding='utf-8') as f:
-        json.dump(record, f, indent=2)
+    dnnlib.util.write_json_atomic(os.path.join(outdir, 'compose.json'), record)
     return result
 
 

@@ -40,10 +40,10 @@ import traceback
 import click
 import numpy as np
 import torch
-
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+import dnnlib
 from training import presets
 from training.loss import StyleGAN2Loss
 from training.networks import Discriminator, Generator
@@ -393,8 +393,7 @@ def profile_step(stepper, device, out_dir, label, steps=STEPS_PER_CYCLE) -> dict
     sort_key = 'self_device_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
     table = events.table(sort_by=sort_key, row_limit=30)
     path = os.path.join(out_dir, f'profile_{label}.txt')
-    with open(path, 'w') as f:
-        f.write(table + '\n')
+    dnnlib.util.write_text_atomic(path, table + '\n')
     # Host syncs: the CUDA runtime's synchronisations (item(), nonzero(), unique() and explicit ones).
     sync_keys = ('cudaStreamSynchronize', 'cudaDeviceSynchronize') if device.type == 'cuda' else \
         ('aten::_local_scalar_dense', 'aten::nonzero')
@@ -495,8 +494,7 @@ def main(device, configs, kinds, variants, domains, domain_variants, clip_models
     if pass_flops_only:
         rows = [pass_flops(config, _csv(clip_models), tiny_clip) for config in configs]
         table = pass_flops_table(rows)
-        with open(os.path.join(out_dir, 'pass_flops.md'), 'w') as f:
-            f.write(table + '\n')
+        dnnlib.util.write_text_atomic(os.path.join(out_dir, 'pass_flops.md'), table + '\n')
         print('forward GFLOP per pass at batch_gpu (backward costs about twice the forward):')
         print(table)
         return
@@ -511,8 +509,7 @@ def main(device, configs, kinds, variants, domains, domain_variants, clip_models
 
     def record(row):
         rows.append(row)
-        with open(results_path, 'a') as f:
-            f.write(json.dumps(row) + '\n')
+        dnnlib.util.append_line(results_path, json.dumps(row))
         print(json.dumps({k: v for k, v in row.items() if k not in ('forward_gflop', 'profile')}), flush=True)
 
     if profile_case:  # first: the expansion profile is what section 3 of the issue needs most
@@ -551,8 +548,7 @@ def main(device, configs, kinds, variants, domains, domain_variants, clip_models
     # The table of every row in the results file: runs into the same --out accumulate.
     with open(results_path) as f:
         table = markdown_table([json.loads(line) for line in f if line.strip()])
-    with open(os.path.join(out_dir, 'bench_gpu.md'), 'w') as f:
-        f.write(table + '\n')
+    dnnlib.util.write_text_atomic(os.path.join(out_dir, 'bench_gpu.md'), table + '\n')
     print(table)
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+import dnnlib
+
 # ---------------------------------------------------------------------------------------------
 # User settings.
 
@@ -404,10 +406,9 @@ def _build(name, files, num_sources, build_dir, marker, cuda_home, build_kwargs)
     libraries = [p for p in build_dir.iterdir() if p.name.startswith(name + '.') and p.suffix in ('.so', '.pyd')]
     if not libraries:
         raise RuntimeError(f'the build finished but produced no {name}.so in {build_dir}')
-    # Write-then-rename: processes that skip the lock must never read a half-written marker.
-    tmp = marker.with_suffix('.tmp')
-    tmp.write_text(json.dumps(dict(library=libraries[0].name, built=time.time(), seconds=time.time() - start)))
-    os.replace(tmp, marker)
+    # Atomic: processes that skip the lock must never read a half-written marker.
+    dnnlib.util.write_text_atomic(str(marker), json.dumps(dict(library=libraries[0].name, built=time.time(),
+                                                               seconds=time.time() - start)))
     _announce(f'Built plugin {name!r} in {time.time() - start:.0f} s.')
 
 

@@ -77,13 +77,12 @@ def prepare_run_dir(options: dict, plan: dict, command: str | None = None) -> No
                                           lambda r: loop_state.metric_record_at_or_before(r, label))
         if saved is not None:
             notes = loop_state.options_diff(saved, options)
-    with dnnlib.util.atomic_write_path(os.path.join(run_dir, loop_state.OPTIONS_FILE)) as tmp, open(tmp, 'wt') as f:
-        json.dump(options, f, indent=2)
+    dnnlib.util.write_json_atomic(os.path.join(run_dir, loop_state.OPTIONS_FILE), options)
     command = command if command is not None else ' '.join(sys.argv)
-    with open(os.path.join(run_dir, 'log.txt'), 'at') as f:
-        f.write(f'--- {plan["mode"]}: {command}\n')
-        for line in notes:
-            f.write(f'Changed option {line}\n')
+    log_path = os.path.join(run_dir, 'log.txt')
+    dnnlib.util.append_line(log_path, f'--- {plan["mode"]}: {dnnlib.util.one_line(command)}')
+    for line in notes:
+        dnnlib.util.append_line(log_path, f'Changed option {dnnlib.util.one_line(line)}')
 
 
 def _remove_failed_run(run_dir: str, new_outdir: str | None = None) -> None:
@@ -230,8 +229,8 @@ def train_process(rank: int, options: dict, continue_pkl: str | None, init_file:
         return _training_loop()(options, rank=rank, world_size=world_size, device=device, continue_pkl=continue_pkl)
     except dnnlib.util.UserError as e:
         if init_file is not None:  # Spawned: the parent only sees a traceback text, so leave it the message.
-            with open(os.path.join(os.path.dirname(init_file), f'{USER_ERROR_FILE_PREFIX}{rank}.txt'), 'w') as f:
-                f.write(str(e))
+            dnnlib.util.write_text_atomic(os.path.join(os.path.dirname(init_file), f'{USER_ERROR_FILE_PREFIX}{rank}.txt'),
+                                          str(e))
         raise
     finally:
         distributed.shutdown()

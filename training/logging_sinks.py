@@ -16,6 +16,8 @@ import os
 import secrets
 import urllib.parse
 
+import dnnlib
+
 WANDB_MODES = ('online', 'offline', 'disabled')
 WANDB_ID_FILE = 'wandb_run_id.txt'  # Lets a continued run log into the same W&B run.
 
@@ -130,8 +132,7 @@ def _read_or_create_run_id(run_dir: str) -> str:
         with open(path, 'rt') as f:
             return f.read().strip()
     run_id = f'{os.path.basename(run_dir)[:40]}-{secrets.token_hex(4)}'
-    with open(path, 'wt') as f:
-        f.write(run_id + '\n')
+    dnnlib.util.write_text_atomic(path, run_id + '\n')
     return run_id
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import os
 
 import torch
 
+import dnnlib
 from torch_utils import misc
 from training import networks_stylegan3
 
@@ -118,7 +119,8 @@ def check_latent_basis(basis, w_dim: int, what: str) -> torch.Tensor:
 
 def save_latent_basis(basis: torch.Tensor, path: str) -> None:
     """Save a basis with `torch.save` (a plain CPU float32 tensor, loadable with weights_only)."""
-    torch.save(basis.detach().to(device='cpu', dtype=torch.float32).contiguous(), path)
+    with dnnlib.util.atomic_write_path(path) as tmp:
+        torch.save(basis.detach().to(device='cpu', dtype=torch.float32).contiguous(), tmp)
 
 #----------------------------------------------------------------------------
 

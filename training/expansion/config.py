@@ -90,9 +90,8 @@ class ExpansionConfig:
         return json.dumps(self.to_dict(), indent=indent)
 
     def save(self, path: str) -> None:
-        """Write `to_json()` to `path`."""
-        with open(path, 'w', encoding='utf-8') as f:
-            f.write(self.to_json() + '\n')
+        """Write `to_json()` to `path` (atomically)."""
+        dnnlib.util.write_text_atomic(path, self.to_json() + '\n')
 
 #----------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import json
 import numpy as np
 import torch
 
+import dnnlib
 from torch_utils import misc
 from training.expansion.constants import SUBSPACE_DISTANCE
 from training.expansion.render import render
@@ -155,10 +156,8 @@ def dormancy_record(effects, step: float, num_latents: int, metric: str, dormant
     }
 
 def save_dormancy_json(record: dict, path: str) -> None:
-    """Write a `dormancy_record` as indented JSON."""
-    with open(path, 'w', encoding='utf-8') as f:
-        json.dump(record, f, indent=2)
-        f.write('\n')
+    """Write a `dormancy_record` as indented JSON (atomically)."""
+    dnnlib.util.write_json_atomic(path, record)
 
 def load_dormancy_json(path: str) -> dict:
     """Read a `dormancy.json`; ValueError naming the file when it is not one."""
