@@ -115,9 +115,11 @@ def launch_training(options: dict, outdir: str, dry_run: bool = False, print_opt
             print(f'Dry run: would {plan["mode"]} {plan["run_dir"]}'
                   + (f' from {plan["continue_pkl"]}' if plan['continue_pkl'] else '') + '; nothing was created.')
         return None
+    # Offline without a needed file: fail now, before any folder exists (each torchrun rank checks
+    # for itself, as it would load the files for itself).
+    check_pretrained_weights(options)
     if info is not None:
         return _run_torchrun_rank(options, plan, info)
-    check_pretrained_weights(options)  # Offline without a needed file: fail now, before any folder exists.
     options['run_dir'] = plan['run_dir']
     print(json.dumps(options, indent=2) if print_options else options_summary(options))
     run_dir_is_new, outdir_is_new = not os.path.exists(plan['run_dir']), not os.path.exists(outdir)
