@@ -150,3 +150,12 @@ def test_encode_errors_name_the_flag_and_create_nothing(tmp_path, capsys, G, net
                 'other-network': '--encoder: the encoder was trained for a different source network'}[case]
     assert expected in last
     assert not out_images.exists()
+
+
+def test_channel_scale_encoder_trains_through_the_generator(G):
+    param = get_parameterization('channel_scale', G.synthesis)
+    opts = encoder_training.EncoderTrainingOptions(steps=3, pool_size=16, domains_per_step=2, targets_per_domain=2,
+                                                   channels=8, hidden=16)
+    enc, losses = encoder_training.train_encoder(param, G.mapping, opts)
+    assert all(np.isfinite(losses)) and enc.head[-1].weight.abs().sum() > 0   # gradients reached the zero-init layer
+    assert all(p.grad is None for p in G.parameters())
