@@ -13,7 +13,9 @@ Owns:
                           last layer starts at zero) and its snapshot file;
     training.py           training the encoder on sampled ground-truth domains;
     pipeline.py           the commands train_encoder.py and encode_domain.py call;
-    tasks.py              `EncodedDomain`, an expansion task whose domain is one encoder pass.
+    tasks.py              `EncodedDomain`, an expansion task whose domain is one encoder pass;
+    target_clip.py        `TargetCLIP`, an expansion task with TargetCLIP's losses (text Eq. 7-9);
+    protocol.py           the Semantic-Score / Diversity protocol (text Eq. 13-14) over domains.
 
 May import: `dnnlib`, `torch_utils`, `metrics`, the GAN core of `training` and
 `training.expansion`. Nothing in the GAN core or in other method packages imports it; never a
