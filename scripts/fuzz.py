@@ -409,7 +409,7 @@ def _run_dataset(data: bytes, workdir: str) -> None:
     with open(path, 'wb') as f:
         f.write(data)
     scan_dataset(path)  # Must report problems, never raise.
-    dataset = ImageFolderDataset(path, use_labels=data[-1] % 2 == 0)
+    dataset = ImageFolderDataset(path, use_labels=not data or data[-1] % 2 == 0)  # Half the inputs read labels.
     try:
         for i in range(len(dataset)):
             dataset[i]

@@ -37,6 +37,11 @@ def test_harness_counts_crashes(monkeypatch, tmp_path):
     assert fuzz.classify('unpickler', b'fine', str(tmp_path)) == ('clean', '')
 
 
+@pytest.mark.parametrize('target', fuzz.TARGETS)
+def test_empty_input_is_a_clean_error(target, tmp_path):
+    assert fuzz.classify(target, b'', str(tmp_path)) == ('clean', '')
+
+
 def test_inputs_are_reproducible():
     seeds = [b'abcdefgh' * 8, b'0123456789']
     one = fuzz.make_input('unpickler', seeds, seed=3, index=40)
