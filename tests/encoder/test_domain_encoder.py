@@ -159,3 +159,16 @@ def test_channel_scale_encoder_trains_through_the_generator(G):
     enc, losses = encoder_training.train_encoder(param, G.mapping, opts)
     assert all(np.isfinite(losses)) and enc.head[-1].weight.abs().sum() > 0   # gradients reached the zero-init layer
     assert all(p.grad is None for p in G.parameters())
+
+
+@pytest.mark.parametrize('case', ['missing-network', 'zero-steps'])
+def test_train_errors_name_the_flag_and_create_nothing(tmp_path, capsys, network_pkl, case):
+    import train_encoder
+    network = str(tmp_path / 'missing.pkl') if case == 'missing-network' else network_pkl
+    steps = '0' if case == 'zero-steps' else '3'
+    outdir = tmp_path / 'enc'
+    code, out, err = run_cli_inprocess(train_encoder.main, ['--network', network, '--outdir', str(outdir), '--steps', steps], capsys)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and 'Traceback' not in err
+    assert {'missing-network': '--network: file not found', 'zero-steps': '--steps: must be at least 1'}[case] in last
+    assert not outdir.exists()
