@@ -33,6 +33,7 @@ class Parameterization:
     """Base class: theta's layout over hook targets of one synthesis network."""
 
     name = None         # Registry key.
+    target_types = ()   # Module classes whose affine output (styles) is hooked.
 
     def __init__(self, G_synthesis: torch.nn.Module):
         self.synthesis = G_synthesis
@@ -46,8 +47,6 @@ class Parameterization:
         if not self.slices:
             raise ParameterizationError(f'parameterization {self.name!r}: the generator has no '
                 f'{" / ".join(t.__name__ for t in self.target_types)} layers (only StyleGAN2 synthesis networks are supported)')
-
-    target_types = ()   # Module classes whose affine output (styles) is hooked.
 
     def _targets(self, G_synthesis) -> list:
         return [m.affine for m in G_synthesis.modules() if isinstance(m, self.target_types)]
@@ -138,11 +137,6 @@ class RgbAffine(Parameterization):
     def identity(self, device='cpu') -> torch.Tensor:
         C = self.img_channels
         return torch.cat([torch.eye(C, device=device).flatten(), torch.zeros([C], device=device)])
-
-    def split(self, theta: torch.Tensor) -> tuple:
-        """(M `[..., C, C]`, b `[..., C]`) of theta `[..., P]`."""
-        C = self.img_channels
-        return theta[..., :C * C].unflatten(-1, [C, C]), theta[..., C * C:]
 
     def apply_to_image(self, img: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """M img + b for images `[N, C, H, W]` and theta `[P]` or `[N, P]`: the domain's render of

@@ -66,10 +66,10 @@ def train_encoder(param, G_mapping: torch.nn.Module, opts: EncoderTrainingOption
         progress:  optional callable(step, num_steps, loss, seconds) called every 100 steps and at the end.
     """
     torch.manual_seed(opts.seed)
-    device = param.identity().device
+    device = next(G_mapping.parameters()).device
     ws_pool = fit.source_latents(G_mapping, opts.pool_size, opts.seed, param.num_ws)
     src_pool = fit.render_source(param, ws_pool)                                  # [pool, C, H, W]
-    encoder = DomainEncoder(param.num_params, param.identity(), img_channels=param.img_channels,
+    encoder = DomainEncoder(param.num_params, param.identity(device), img_channels=param.img_channels,
                             channels=opts.channels, hidden=opts.hidden).to(device).train()
     opt = torch.optim.Adam(encoder.parameters(), lr=opts.lr)
     rng = np.random.default_rng(opts.seed)
