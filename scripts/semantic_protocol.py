@@ -9,8 +9,6 @@ Every ADAPTED_DIR must hold the same file names (the same fixed source images ad
 domain, e.g. encode_domain.py's domain/seedNNNN.png for one --seeds list).
 """
 
-import json
-
 import click
 
 import dnnlib
@@ -28,8 +26,7 @@ def run(domains: list, method: str, clip_model: str = 'ViT-B/32', device='cpu', 
     encoder = SharedModels(device, clip_cache_dir=clip_cache_dir).clip(clip_model)
     result = protocol.evaluate(encoder, domains)
     if json_path is not None:
-        with dnnlib.util.atomic_write_path(json_path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
-            json.dump(dict(method=method, clip_model=clip_model, **result), f, indent=2)
+        dnnlib.util.write_json_atomic(json_path, dict(method=method, clip_model=clip_model, **result))
     return protocol.format_table(result, method) + f'\n\nCLIP image tower: {clip_model} (pretrained weights)'
 
 

@@ -18,6 +18,7 @@ import torch
 
 from torch_utils import misc
 from training import image_transforms
+from training.expansion import evaluation
 
 #----------------------------------------------------------------------------
 
@@ -108,12 +109,9 @@ def sample_training_domain(rng: np.random.Generator) -> ColourDomain:
 #----------------------------------------------------------------------------
 
 def r_squared(domain_img: torch.Tensor, target_img: torch.Tensor) -> float:
-    """1 - sum (domain - target)^2 / sum (target - its per-image, per-channel mean)^2 (interfaces.md
-    section 5): 1 = the domain equals the target, 0 = only its colour statistics are right."""
-    misc.assert_shape(domain_img, list(target_img.shape))
-    residual = (domain_img.double() - target_img.double()).square().sum()
-    spread = (target_img.double() - target_img.double().mean(dim=[2, 3], keepdim=True)).square().sum()
-    return float(1 - residual / spread)
+    """R^2 of interfaces.md section 5 (1 = the domain equals the target, 0 = only its colour
+    statistics are right); the expansion wing's one definition."""
+    return evaluation.r_squared(domain_img, target_img)
 
 def mean_squared_error(domain_img: torch.Tensor, target_img: torch.Tensor) -> float:
     """Mean over images and C*H*W of the squared difference."""
