@@ -76,3 +76,12 @@ def test_config_errors_name_the_argument(tmp_path, G):
         _build(G, {'tasks': [{'type': TYPE, 'args': args}]})
     with pytest.raises(ExpansionConfigError, match=r'args\.references: directory not found'):
         _build(G, {'tasks': [{'type': TYPE, 'args': {**args, 'references': str(tmp_path / 'nope')}}]})
+
+
+def test_importing_the_encoder_tasks_leaves_the_registry_alone():
+    """Encoder tasks are named by dotted path; importing them never adds registry entries (the
+    registry is what snapshot data may name, and what the tools list)."""
+    import training.encoder.target_clip  # noqa: F401
+    import training.encoder.tasks  # noqa: F401
+    from training.expansion.tasks.base import registered_task_types
+    assert registered_task_types() == ['MyStyle', 'NADA', 'Transform']

@@ -18,7 +18,7 @@ import os
 import torch
 
 from training.expansion.tasks import arg_checks, image_files
-from training.expansion.tasks.base import BaseTask, register_task
+from training.expansion.tasks.base import BaseTask
 from training.expansion.tasks.shared_models import open_clip_spec
 
 #----------------------------------------------------------------------------
@@ -42,7 +42,8 @@ def similarity_terms(edit_embedding: torch.Tensor, target_embedding: torch.Tenso
     """Per sample, 1 - cos(E(G(z + b)), E(I_t)), `[N]` (Eq. 8)."""
     return _cosine_distance(edit_embedding, target_embedding.reshape(1, -1))
 
-@register_task
+# Not registered: configs name it by dotted path, so importing this module never changes the
+# registry that the expansion tools list (and a snapshot can name only registered types).
 class TargetCLIP(BaseTask):
     """Edits share one CLIP direction (Eq. 7) that points at the target image (Eq. 8)."""
 

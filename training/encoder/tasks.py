@@ -23,7 +23,7 @@ import torch
 from training.encoder.encoder import EncoderSnapshotError, load_encoder_snapshot
 from training.encoder.parameterizations import apply_rgb_affine
 from training.expansion.tasks import arg_checks, image_files
-from training.expansion.tasks.base import BaseTask, register_task
+from training.expansion.tasks.base import BaseTask
 
 #----------------------------------------------------------------------------
 
@@ -43,7 +43,8 @@ def reference_pairs(references: str, sources: str) -> tuple:
                                     f'every reference needs a source image of the same name'))
     return [(stem, refs[stem], srcs[stem]) for stem in refs if stem in srcs], problems
 
-@register_task
+# Not registered: configs name it by dotted path, so importing this module never changes the
+# registry that the expansion tools list (and a snapshot can name only registered types).
 class EncodedDomain(BaseTask):
     """Edit images should equal the encoded domain's render of the same latent."""
 
