@@ -28,6 +28,15 @@ class UserError(Exception):
 _CONTROL_CHARS_RE = re.compile('[\x00-\x1f\x7f-\x9f\u2028\u2029]')
 
 
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file's bytes (ties an adapted model to the exact source pickle)."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def one_line(text: str, max_chars: int = 2000) -> str:
     """`text` safe to print as one line: control characters (newlines included) escaped as in a
     Python literal, and at most `max_chars` characters. For messages that quote file data."""

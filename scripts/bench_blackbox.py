@@ -117,7 +117,7 @@ def bench_pipeline(G, device, args) -> None:
     w, source_rate, _ = attribute_set(G, args.num_train + 500, seed=3, device=device)
     train_images = to_uint8(render_w(G, w[:args.num_train]))
     held_f = pixel_features(render_w(G, w[args.num_train:]))
-    sha = pipeline.file_sha256(NETWORK)
+    sha = dnnlib.util.file_sha256(NETWORK)
     start = time.time()
     with tempfile.TemporaryDirectory() as cache:
         ws = inversion.invert_images(G, train_images, sha, cache_dir=cache, num_steps=args.inversion_steps,

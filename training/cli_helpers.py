@@ -123,6 +123,12 @@ def load_generator(network_pkl: str, device: torch.device, flag: str = '--networ
     return G.eval().requires_grad_(False).to(device)
 
 
+def require_file(path: str, flag: str) -> None:
+    """A one-line `UserError` naming `flag` unless `path` is an existing file."""
+    if not os.path.isfile(path):
+        raise dnnlib.util.UserError(f"{flag}: file not found: '{dnnlib.util.one_line(str(path))}'")
+
+
 def check_output_dir(path: str, flag: str = '--outdir') -> None:
     """Make sure files can be written in the folder `path` (existing or to be created) before any
     work, leaving nothing behind: a file in the way, a read-only or virtual folder (/proc) or a

@@ -9,6 +9,8 @@ import PIL.Image
 import pytest
 import torch
 
+import dnnlib
+
 import adapt_blackbox
 import generate_blackbox
 from conftest import run_cli_inprocess
@@ -92,7 +94,7 @@ def test_adapt_and_generate_end_to_end(setup, tmp_path, capsys):
     assert snapshot == os.path.abspath(outdir / 'sampler-snapshot.pt') and os.path.isfile(snapshot)
     options = json.loads((outdir / 'training_options.json').read_text())
     assert options['steps'] == 4 and options['loss'] == 'full' and options['num_targets'] == 8
-    assert options['source_sha256'] == pipeline.file_sha256(setup['source'])
+    assert options['source_sha256'] == dnnlib.util.file_sha256(setup['source'])
     stats = [json.loads(line) for line in (outdir / 'stats.jsonl').read_text().splitlines()]
     assert stats[-1]['step'] == 4 and {'mse', 'kl', 'geom', 'vgg', 'total'} <= set(stats[-1])
     assert len(os.listdir(outdir / 'inversion-cache')) == 8

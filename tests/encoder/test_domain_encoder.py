@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+import dnnlib
+
 from conftest import run_cli_inprocess
 from tiny_nets import snapshot_data, tiny_discriminator, tiny_generator
 from training import cli_helpers, snapshot_io
@@ -121,7 +123,7 @@ def test_identity_encoder_renders_the_base(tmp_path, G, network_pkl):
     param = get_parameterization('rgb_affine', G.synthesis)
     path = str(tmp_path / 'identity.pt')
     save_encoder_snapshot(path, DomainEncoder(param.num_params, param.identity()), 'rgb_affine',
-                          pipeline.file_sha256(network_pkl), 16, {})
+                          dnnlib.util.file_sha256(network_pkl), 16, {})
     refs = tmp_path / 'refs'
     _write_references(G, str(refs), [1], domains.compose('negative', domains.negation()))
     result = pipeline.encode(network_pkl, path, str(refs), [0, 3], str(tmp_path / 'out'))
@@ -134,7 +136,7 @@ def test_encode_errors_name_the_flag_and_create_nothing(tmp_path, capsys, G, net
     import encode_domain
     param = get_parameterization('rgb_affine', G.synthesis)
     path = str(tmp_path / 'enc.pt')
-    sha = 'f' * 64 if case == 'other-network' else pipeline.file_sha256(network_pkl)
+    sha = 'f' * 64 if case == 'other-network' else dnnlib.util.file_sha256(network_pkl)
     save_encoder_snapshot(path, DomainEncoder(param.num_params, param.identity()), 'rgb_affine', sha, 16, {})
     refs = tmp_path / 'refs'
     if case != 'no-folder':

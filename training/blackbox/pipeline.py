@@ -7,7 +7,6 @@ generate_blackbox.py only parse flags and call these):
             (Eq. 7), render it with the frozen generator, write `seedNNNN.png` per seed.
 """
 
-import hashlib
 import json
 import os
 
@@ -36,22 +35,6 @@ DEFAULT_TIMESTEPS = 50      # Diffusion steps T.
 LOSSES = ('full', 'mse')    # Eq. 2, or the MSE-only baseline.
 SNAPSHOT_NAME = 'sampler-snapshot.pt'
 CACHE_DIR_NAME = 'inversion-cache'
-
-def file_sha256(path: str) -> str:
-    """Hex SHA-256 of a file's bytes (identifies the source pickle)."""
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
-def _require_file(path: str, flag: str) -> None:
-    if not os.path.isfile(path):
-        raise dnnlib.util.UserError(f"{flag}: file not found: '{path}'")
-
-def _require_outdir(outdir: str) -> None:
-    if os.path.exists(outdir) and not os.path.isdir(outdir):
-        raise dnnlib.util.UserError(f"--outdir: '{outdir}' exists and is not a folder; pass a folder path")
 
 #----------------------------------------------------------------------------
 
@@ -90,8 +73,8 @@ def adapt(network_pkl: str, targets: str, outdir: str, steps: int = DEFAULT_STEP
     o = dnnlib.EasyDict(network_pkl=os.path.abspath(network_pkl), targets=os.path.abspath(targets), steps=int(steps),
         seed=int(seed), batch=int(batch), lr=float(lr), loss=loss, vgg=vgg, mix_alpha=float(mix_alpha), geom_k=int(geom_k),
         timesteps=int(timesteps), inversion_steps=int(inversion_steps), device=str(device))
-    _require_file(network_pkl, '--network')
-    _require_outdir(outdir)
+    cli_helpers.require_file(network_pkl, '--network')
+    cli_helpers.check_output_dir(outdir)
     paths = targets_module.list_target_files(targets)
     check_adapt_options(o, len(paths))
     G = cli_helpers.load_generator(network_pkl, device)
@@ -99,7 +82,7 @@ def adapt(network_pkl: str, targets: str, outdir: str, steps: int = DEFAULT_STEP
         raise dnnlib.util.UserError(f'--network: w_dim = {G.w_dim}; the latent sampler needs a multiple of 4')
     images = targets_module.load_target_images(paths, G.img_resolution, G.img_channels)
     vgg_net = vgg_module.load_vgg16(vgg, device) if loss == 'full' else None   # Fails offline before any work.
-    o.source_sha256 = file_sha256(network_pkl)
+    o.source_sha256 = dnnlib.util.file_sha256(network_pkl)
     o.num_targets = len(paths)
     if verbose:
         print('Black-box adaptation options:')
@@ -172,13 +155,13 @@ def generate(network_pkl: str, sampler_pkl: str, seeds: list, outdir: str, mix_a
     None uses the snapshot's value. edit: text editing of the samples (see `render_seeds`).
     """
     device = torch.device(device)
-    _require_file(network_pkl, '--network')
-    _require_outdir(outdir)
+    cli_helpers.require_file(network_pkl, '--network')
+    cli_helpers.check_output_dir(outdir)
     sampler, info = sampler_module.load_sampler_snapshot(sampler_pkl)
     if mix_alpha is not None and not 0 <= mix_alpha <= 1:
         raise dnnlib.util.UserError(f'--mix-alpha: must be in [0, 1], got {mix_alpha}')
     G = cli_helpers.load_generator(network_pkl, device)
-    sampler_module.check_fits_generator(info, G, file_sha256(network_pkl))
+    sampler_module.check_fits_generator(info, G, dnnlib.util.file_sha256(network_pkl))
     alpha, first_layer = sampler_module.mix_settings(info, G.synthesis.num_ws)
     alpha = alpha if mix_alpha is None else float(mix_alpha)
     sampler = sampler.to(device)

@@ -6,7 +6,6 @@ when the reference is named `seedNNNN.png`, the source generator's image of seed
 stylegan seed convention, as generate.py writes them).
 """
 
-import hashlib
 import os
 import re
 
@@ -26,22 +25,6 @@ SNAPSHOT_NAME = 'encoder-snapshot.pt'
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 SEED_NAME_RE = re.compile(r'^seed(\d+)\.(png|jpe?g)$', re.IGNORECASE)
 
-def file_sha256(path: str) -> str:
-    """Hex SHA-256 of a file's bytes (identifies the source pickle)."""
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
-def _require_file(path: str, flag: str) -> None:
-    if not os.path.isfile(path):
-        raise dnnlib.util.UserError(f"{flag}: file not found: '{path}'")
-
-def _require_outdir(outdir: str) -> None:
-    if os.path.exists(outdir) and not os.path.isdir(outdir):
-        raise dnnlib.util.UserError(f"--outdir: '{outdir}' exists and is not a folder; pass a folder path")
-
 #----------------------------------------------------------------------------
 
 def train(network_pkl: str, outdir: str, steps: int = 2000, seed: int = 0, parameterization: str = 'rgb_affine',
@@ -49,8 +32,8 @@ def train(network_pkl: str, outdir: str, steps: int = 2000, seed: int = 0, param
     """Train an encoder for the source `network_pkl`; returns the snapshot's absolute path."""
     if steps < 1:
         raise dnnlib.util.UserError(f'--steps: must be at least 1, got {steps}')
-    _require_file(network_pkl, '--network')
-    _require_outdir(outdir)
+    cli_helpers.require_file(network_pkl, '--network')
+    cli_helpers.check_output_dir(outdir)
     G = cli_helpers.load_generator(network_pkl, torch.device(device))
     param = get_parameterization(parameterization, G.synthesis, key='--parameterization')
     if param.img_channels != 3:
@@ -62,7 +45,7 @@ def train(network_pkl: str, outdir: str, steps: int = 2000, seed: int = 0, param
     os.makedirs(outdir, exist_ok=True)
     path = os.path.abspath(os.path.join(outdir, SNAPSHOT_NAME))
     options = dict(network_pkl=str(network_pkl), parameterization=parameterization, **vars(opts))
-    encoder_module.save_encoder_snapshot(path, encoder.cpu(), parameterization, file_sha256(network_pkl),
+    encoder_module.save_encoder_snapshot(path, encoder.cpu(), parameterization, dnnlib.util.file_sha256(network_pkl),
                                          G.img_resolution, options)
     return path
 
@@ -129,10 +112,10 @@ def encode(network_pkl: str, encoder_pt: str, references_dir: str, seeds: list, 
 
     Returns {'theta': [P] list, 'parameterization': name, 'base': paths, 'domain': paths}.
     """
-    _require_file(network_pkl, '--network')
-    _require_outdir(outdir)
+    cli_helpers.require_file(network_pkl, '--network')
+    cli_helpers.check_output_dir(outdir)
     encoder, info = encoder_module.load_encoder_snapshot(encoder_pt)
-    encoder_module.check_fits_generator(info, file_sha256(network_pkl))
+    encoder_module.check_fits_generator(info, dnnlib.util.file_sha256(network_pkl))
     G = cli_helpers.load_generator(network_pkl, torch.device(device))
     references, sources = load_reference_pairs(G, references_dir, sources_dir)
     param = get_parameterization(info['parameterization'], G.synthesis, key=f'{encoder_pt} parameterization')
