@@ -26,7 +26,7 @@ import torch
 
 import dnnlib
 from torch_utils import image_utils, misc
-from training import projection, snapshot_io
+from training import cli_helpers, projection
 from training.expansion.expanded_generator import EXPANSION_KEYS, ExpandedGenerator
 
 MAX_SEED            = 2 ** 32 - 1   # numpy RandomState seeds.
@@ -317,15 +317,7 @@ def load_viewer_model(network_pkl: str, device: torch.device = torch.device('cpu
     """
     if metric not in projection.METRICS:                                # checked before any loading
         raise dnnlib.util.UserError(f"--metric {metric}: choose one of {', '.join(projection.METRICS)}")
-    try:
-        f = dnnlib.util.open_url(network_pkl)
-    except (FileNotFoundError, dnnlib.util.DownloadError) as err:
-        raise dnnlib.util.UserError(f'--network: {err}') from None
-    try:
-        with f:
-            data = snapshot_io.load_network_pkl(f)
-    except snapshot_io.SnapshotError as err:
-        raise dnnlib.util.UserError(f'--network {network_pkl}: {err}') from None
+    data = cli_helpers.load_network(network_pkl)
     if not isinstance(data.get('G_ema'), torch.nn.Module):
         raise dnnlib.util.UserError(f'--network {network_pkl}: the snapshot has no G_ema network')
     eg = None

@@ -17,7 +17,7 @@ import torch
 
 import dnnlib
 from torch_utils import misc
-from training import snapshot_io
+from training import cli_helpers
 from training.expansion.config import parse_expansion_config
 from training.expansion.render import broadcast_ws, render
 from training.expansion.subspaces import LatentSubspaces
@@ -32,15 +32,7 @@ def load_expanded_generator(network_pkl: str, device: torch.device = torch.devic
     """Load a snapshot (path or URL) and wrap it; `UserError` naming `flag` on any problem.
     `allow_task_import`: the user's explicit consent (`--allow-task-import`) to import dotted task
     types named in the snapshot's expansion_cfg; without it they are refused."""
-    try:
-        f = dnnlib.util.open_url(network_pkl)
-    except (FileNotFoundError, dnnlib.util.DownloadError) as err:
-        raise dnnlib.util.UserError(f'{flag}: {err}') from None
-    try:
-        with f:
-            data = snapshot_io.load_network_pkl(f)
-    except snapshot_io.SnapshotError as err:
-        raise dnnlib.util.UserError(f'{flag}: {err}') from None
+    data = cli_helpers.load_network(network_pkl, flag)
     return ExpandedGenerator.from_snapshot(data, source=f'{flag} {network_pkl}',
                                            allow_task_import=allow_task_import).to(device)
 
