@@ -87,6 +87,10 @@ from training.run_options import setup_training_options
 @click.option('--class_conditional', help='Train the paper\'s class-conditional baseline (Appendix B) on the same '
               '--expansion_cfg_file tasks instead of expanding: class 0 = source, class k = task k [default: 0]',
               type=bool, default=False, metavar='BOOL')
+@click.option('--glr', help='Not official: G learning rate [default: from --cfg]', type=float, metavar='FLOAT')
+@click.option('--g_beta1', help='Not official: Adam beta1 of G [default: from --cfg, 0]', type=float, metavar='FLOAT')
+@click.option('--affine_lr_mult', help='Not official: learning-rate multiplier of G\'s affine (style) layers '
+              '[default: 1]', type=float, metavar='FLOAT')
 def main(outdir, dry_run, gpus, wandb_mode, **flags):
     """Train a StyleGAN2-ADA network (or expand one with --expansion_cfg_file).
 

@@ -152,11 +152,16 @@ def build_optimizers(loss: Loss, G, D, G_opt_kwargs: dict, D_opt_kwargs: dict,
                      G_reg_interval: int | None, D_reg_interval: int | None) -> tuple[dict, dict]:
     """One optimizer per network over `loss.trainable_params`, with the lazy-regularisation
     rescaling lr * k/(k+1), beta ** (k/(k+1)) when that network has reg interval k.
-    Returns ({'G': opt, 'D': opt}, {'G': params, 'D': params})."""
+
+    An `affine_lr_mult` entry of the optimizer kwargs (not official; absent = 1) is no optimizer
+    argument: it puts that network's affine (style) layers in a second parameter group whose
+    learning rate is the (rescaled) lr times it. Returns ({'G': opt, 'D': opt}, {'G': params, 'D': params}).
+    """
     optimizers, params = {}, {}
     for name, module, opt_kwargs, reg_interval in (('G', G, G_opt_kwargs, G_reg_interval),
                                                    ('D', D, D_opt_kwargs, D_reg_interval)):
         kwargs = dict(opt_kwargs)
+        affine_lr_mult = float(kwargs.pop('affine_lr_mult', 1))
         if 'betas' in kwargs:
             kwargs['betas'] = [float(beta) for beta in kwargs['betas']]  # Adam rejects mixed int/float.
         if reg_interval:
@@ -166,9 +171,20 @@ def build_optimizers(loss: Loss, G, D, G_opt_kwargs: dict, D_opt_kwargs: dict,
         trainable = list(loss.trainable_params(name, module))
         if not trainable:
             raise ValueError(f'{type(loss).__name__}.trainable_params({name!r}) returned no parameters')
-        optimizers[name] = dnnlib.util.construct_class_by_name(trainable, **kwargs)
+        groups = trainable if affine_lr_mult == 1 else _affine_param_groups(name, module, trainable,
+                                                                            kwargs['lr'] * affine_lr_mult)
+        optimizers[name] = dnnlib.util.construct_class_by_name(groups, **kwargs)
         params[name] = trainable
     return optimizers, params
+
+
+def _affine_param_groups(name: str, module, trainable: list, affine_lr: float) -> list[dict]:
+    """[{the other params}, {the affine (style) layers' params, lr=affine_lr}], in `trainable` order."""
+    affine_ids = {id(p) for n, p in module.named_parameters() if '.affine.' in f'.{n}'}
+    affine = [p for p in trainable if id(p) in affine_ids]
+    if not affine:
+        raise ValueError(f'affine_lr_mult: {name} has no trainable affine (style) layers; leave --affine_lr_mult out')
+    return [{'params': [p for p in trainable if id(p) not in affine_ids]}, {'params': affine, 'lr': affine_lr}]
 
 
 def check_phases(phases: list[Phase]) -> list[Phase]:

@@ -45,7 +45,7 @@ def setup_training_options(
     nhwc=False, allow_tf32=False, nobench=False, workers=3, tick=None, wandb='disabled', wandb_project=None,
     wandb_name=None, wandb_tags=None, expansion_cfg_file=None, latent_factors_path=None, subspace_distance=None,
     lambda_src=None, lambda_expand=None, lambda_recon_l2=None, lambda_recon_lpips=None, replay_noise=None,
-    outdir=None, subset=None, class_conditional=False,
+    outdir=None, subset=None, class_conditional=False, glr=None, g_beta1=None, affine_lr_mult=None,
 ) -> dnnlib.EasyDict:
     """Validate the train.py flags and resolve them into the training options (no run_dir yet).
 
@@ -56,6 +56,7 @@ def setup_training_options(
     if subset is not None and (subset < 1 or data is None):
         raise OptionError(f'--subset={subset} needs --data and a positive number of images')
     _check_flag_consistency(**locals())
+    _check_generator_optimizer_flags(glr, g_beta1, affine_lr_mult)
     expansion = expansion_cfg_file is not None
     resume_data, resume_source = _load_resume_networks(resume, outdir)
     # The whole expansion config, against the --resume generator, before the data is read
@@ -81,6 +82,7 @@ def setup_training_options(
                                                                              cfg, fp32, nhwc, freezed)
     _check_mbstd(opts)
     opts.G_opt_kwargs = dict(class_name='torch.optim.Adam', lr=spec['lrate'], betas=list(spec['betas']), eps=spec['eps'])
+    _override_generator_optimizer(opts.G_opt_kwargs, glr, g_beta1, affine_lr_mult)
     opts.D_opt_kwargs = dict(class_name='torch.optim.Adam', lr=spec['lrate'], betas=list(spec['betas']), eps=spec['eps'])
     opts.G_reg_interval = spec['G_reg_interval']
     opts.D_reg_interval = spec['D_reg_interval']
@@ -108,6 +110,28 @@ def setup_training_options(
                                  freezed, expansion_cfg_file) + (f'-subset{subset}' if subset is not None else '')
     _check_hardware(gpus)
     return opts
+
+
+def _check_generator_optimizer_flags(glr, g_beta1, affine_lr_mult) -> None:
+    """--glr, --g_beta1, --affine_lr_mult: in range (None = not given)."""
+    if glr is not None and not glr > 0:
+        raise OptionError(f'--glr must be a positive learning rate, got {glr}')
+    if g_beta1 is not None and not 0 <= g_beta1 < 1:
+        raise OptionError(f'--g_beta1 must be in [0, 1), got {g_beta1}')
+    if affine_lr_mult is not None and not affine_lr_mult > 0:
+        raise OptionError(f'--affine_lr_mult must be positive, got {affine_lr_mult}')
+
+
+def _override_generator_optimizer(G_opt_kwargs: dict, glr, g_beta1, affine_lr_mult) -> None:
+    """Not official (each off by default, leaving the preset's G optimizer as it is): G's Adam lr
+    (--glr), its beta1 (--g_beta1), and a learning-rate multiplier of G's affine (style) layers
+    (--affine_lr_mult, applied by training.loop_setup.build_optimizers)."""
+    if glr is not None:
+        G_opt_kwargs['lr'] = float(glr)
+    if g_beta1 is not None:
+        G_opt_kwargs['betas'] = [float(g_beta1), G_opt_kwargs['betas'][1]]
+    if affine_lr_mult is not None:
+        G_opt_kwargs['affine_lr_mult'] = float(affine_lr_mult)
 
 
 def _apply_subset(data_info: dict | None, subset: int | None) -> None:
