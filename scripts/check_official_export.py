@@ -53,6 +53,8 @@ if device == 'cpu':
             return real_device('cpu')
     torch.device = _CpuOnly
 import dnnlib, legacy
+from torch_utils import persistence
+print('official code:', legacy.__file__, dnnlib.__file__, persistence.__file__)
 if mode == 'generate':
     import os
     for force_fp16 in (False, True):
