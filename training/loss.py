@@ -3,7 +3,8 @@
 `Loss` is the interface the loop drives (any loss class named by `loss_kwargs.class_name`
 implements it, e.g. `training.expansion.loss.DomainExpansionLoss`); `StyleGAN2Loss` is the
 StyleGAN2-ADA objective (spec section 6): non-saturating logistic loss, R1 on real images with
-lazy regularisation, path-length regularisation and style mixing. A method's loss composes
+lazy regularisation, path-length regularisation and style mixing; with the StyleGAN3 options
+(`update_emas_in_D_fakes`, `blur_init_sigma`, `blur_fade_kimg`) it is the official StyleGAN3 loss. A method's loss composes
 `StyleGAN2Loss` through its public interface: it runs the GAN phases with
 `accumulate_gradients` and may hand in the function that makes the adversarial fakes.
 
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from torch_utils import misc
+from torch_utils.ops import upfirdn2d
 from torch_utils import training_stats
 
 # ---------------------------------------------------------------------------------------------
@@ -140,6 +142,11 @@ class StyleGAN2Loss(Loss):
         pl_decay=0.01,              # Decay of the running mean path length.
         pl_weight=2,                # Path-length penalty weight. 0 = off.
         fake_images=None,           # Function (z, c) -> images of the adversarial phases (Gmain, Dmain); None = run_G.
+        update_emas_in_D_fakes=False,  # StyleGAN3 rule: W average and magnitude EMAs move only while D's fakes
+                                    # are rendered (update_emas=True there, False elsewhere). False = StyleGAN2-ADA
+                                    # rule (the mapping updates its W average whenever G is in training mode).
+        blur_init_sigma=0,          # Gaussian blur of every D input (real and fake) at the start, std in pixels; 0 = off.
+        blur_fade_kimg=0,           # The blur std falls linearly to 0 over this many kimg; 0 = no blur.
     ):
         super().__init__()
         self.make_fakes = fake_images
@@ -154,17 +161,28 @@ class StyleGAN2Loss(Loss):
         self.pl_batch_shrink = int(pl_batch_shrink)
         self.pl_decay = float(pl_decay)
         self.pl_weight = float(pl_weight)
+        self.update_emas_in_D_fakes = bool(update_emas_in_D_fakes)
+        self.blur_init_sigma = float(blur_init_sigma)
+        self.blur_fade_kimg = float(blur_fade_kimg)
         self.pl_mean = torch.zeros([], device=self.device)  # Running mean of path lengths (per rank).
         if self.pl_batch_shrink < 1:
             raise ValueError(f'StyleGAN2Loss: pl_batch_shrink must be >= 1, got {pl_batch_shrink}')
+        if self.blur_init_sigma < 0 or self.blur_fade_kimg < 0:
+            raise ValueError(f'StyleGAN2Loss: blur_init_sigma and blur_fade_kimg must be >= 0, '
+                             f'got {blur_init_sigma} and {blur_fade_kimg}')
 
     def get_phases(self, G_reg_interval, D_reg_interval):
         return lazy_phases(('Gboth', 'Gmain', 'Greg'), ('Dboth', 'Dmain', 'Dreg'), G_reg_interval, D_reg_interval)
 
-    def run_G(self, z: torch.Tensor, c: torch.Tensor, need_ws_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def run_G(self, z: torch.Tensor, c: torch.Tensor, need_ws_grad: bool = False,
+              update_emas: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Images and their ws, with style mixing (spec 6: crossover layer ~ U{1..num_ws-1} with
-        probability style_mixing_prob; the second latent does not update w_avg)."""
-        ws = self.G_mapping(z, c)
+        probability style_mixing_prob; the second latent does not update w_avg).
+
+        `update_emas` counts only with `update_emas_in_D_fakes` (StyleGAN3): then it alone decides
+        whether the W average and the magnitude EMAs move."""
+        emas = dict(update_emas=bool(update_emas)) if self.update_emas_in_D_fakes else {}
+        ws = self.G_mapping(z, c, **emas)
         if self.style_mixing_prob > 0:
             num_ws = ws.shape[1]
             cutoff = torch.empty([], dtype=torch.int64, device=ws.device).random_(1, num_ws)
@@ -175,11 +193,18 @@ class StyleGAN2Loss(Loss):
             # A frozen mapping (domain expansion trains only the synthesis) gives ws without a graph;
             # path-length regularisation still differentiates the image with respect to them.
             ws = ws.detach().requires_grad_(True)
-        img = self.G_synthesis(ws)
+        img = self.G_synthesis(ws, **emas)
         return img, ws
 
-    def run_D(self, img: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """D logits [N, 1] of (augmented) images."""
+    def blur_sigma(self, cur_nimg: int) -> float:
+        """Std (pixels) of the D-input blur after `cur_nimg` images: blur_init_sigma fading linearly to 0."""
+        if self.blur_fade_kimg <= 0:
+            return 0.0
+        return max(1 - cur_nimg / (self.blur_fade_kimg * 1e3), 0) * self.blur_init_sigma
+
+    def run_D(self, img: torch.Tensor, c: torch.Tensor, blur_sigma: float = 0.0) -> torch.Tensor:
+        """D logits [N, 1] of (blurred, augmented) images."""
+        img = blur_images(img, blur_sigma)
         if self.augment_pipe is not None:
             img = self.augment_pipe(img)
         return self.D(img, c)
@@ -193,26 +218,29 @@ class StyleGAN2Loss(Loss):
         do_Dmain = phase in ('Dmain', 'Dboth')
         do_Gpl = phase in ('Greg', 'Gboth') and self.pl_weight != 0
         do_Dr1 = phase in ('Dreg', 'Dboth') and self.r1_gamma != 0
+        blur_sigma = self.blur_sigma(cur_nimg)
         if do_Gmain:
-            self._G_main(gen_z, gen_c, gain)
+            self._G_main(gen_z, gen_c, gain, blur_sigma)
         if do_Gpl:
             self._G_path_length(gen_z, gen_c, gain)
-        loss_Dgen = self._D_fake(gen_z, gen_c, gain) if do_Dmain else None
+        loss_Dgen = self._D_fake(gen_z, gen_c, gain, blur_sigma) if do_Dmain else None
         if do_Dmain or do_Dr1:
             if real_img is None:
                 raise ValueError(f"StyleGAN2Loss: phase '{phase}' needs real images, but the loop has no dataset")
-            self._D_real(real_img, real_c, gain, loss_Dgen, do_Dr1)
+            self._D_real(real_img, real_c, gain, loss_Dgen, do_Dr1, blur_sigma)
 
-    def fake_images(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def fake_images(self, z: torch.Tensor, c: torch.Tensor, update_emas: bool = False) -> torch.Tensor:
         """The fakes of the adversarial phases (Gmain, Dmain): `run_G`, or the `fake_images`
-        function given to the constructor (domain expansion: base-subspace latents). Path length
-        always uses `run_G`."""
-        return self.run_G(z, c)[0] if self.make_fakes is None else self.make_fakes(z, c)
+        function given to the constructor (domain expansion: base-subspace latents; it ignores
+        `update_emas`). Path length always uses `run_G`."""
+        if self.make_fakes is not None:
+            return self.make_fakes(z, c)
+        return self.run_G(z, c, update_emas=update_emas)[0]
 
-    def _G_main(self, gen_z, gen_c, gain):
+    def _G_main(self, gen_z, gen_c, gain, blur_sigma=0.0):
         # Non-saturating logistic loss: softplus(-D(G(z))).
         gen_img = self.fake_images(gen_z, gen_c)
-        gen_logits = self.run_D(gen_img, gen_c)
+        gen_logits = self.run_D(gen_img, gen_c, blur_sigma)
         training_stats.report('Loss/scores/fake', gen_logits)
         training_stats.report('Loss/signs/fake', gen_logits.sign())
         loss_G = torch.nn.functional.softplus(-gen_logits)
@@ -239,23 +267,24 @@ class StyleGAN2Loss(Loss):
         # that lets DDP see every parameter take part).
         (gen_img[:, 0, 0, 0] * 0 + loss_Gpl).mean().mul(gain).backward()
 
-    def _D_fake(self, gen_z, gen_c, gain) -> torch.Tensor:
+    def _D_fake(self, gen_z, gen_c, gain, blur_sigma=0.0) -> torch.Tensor:
         # D on fakes: softplus(D(G(z))); G is not trained here. Returns the detached loss [N, 1].
+        # The StyleGAN3 rule moves G's EMAs here only (update_emas is ignored otherwise).
         with torch.no_grad():
-            gen_img = self.fake_images(gen_z, gen_c)
-        gen_logits = self.run_D(gen_img, gen_c)
+            gen_img = self.fake_images(gen_z, gen_c, update_emas=True)
+        gen_logits = self.run_D(gen_img, gen_c, blur_sigma)
         training_stats.report('Loss/scores/fake', gen_logits)
         training_stats.report('Loss/signs/fake', gen_logits.sign())
         loss_Dgen = torch.nn.functional.softplus(gen_logits)
         loss_Dgen.mean().mul(gain).backward()
         return loss_Dgen.detach()
 
-    def _D_real(self, real_img, real_c, gain, loss_Dgen, do_Dr1):
+    def _D_real(self, real_img, real_c, gain, loss_Dgen, do_Dr1, blur_sigma=0.0):
         # D on reals: softplus(-D(x)) (main phase: loss_Dgen given) and/or
         # R1 = gamma/2 * |dD(x)/dx|^2 (Mescheder et al. 2018).
         do_Dmain = loss_Dgen is not None
         real_img_tmp = real_img.detach().requires_grad_(do_Dr1)
-        real_logits = self.run_D(real_img_tmp, real_c)
+        real_logits = self.run_D(real_img_tmp, real_c, blur_sigma)
         training_stats.report('Loss/scores/real', real_logits)
         training_stats.report('Loss/signs/real', real_logits.sign())
         loss_Dreal = 0
@@ -280,3 +309,13 @@ class StyleGAN2Loss(Loss):
         if unknown:
             raise ValueError(f'StyleGAN2Loss: unexpected loss state keys {sorted(unknown)}')
         self.pl_mean.copy_(torch.as_tensor(state['pl_mean']).to(self.pl_mean.device))
+
+
+def blur_images(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable blur of `img` [N, C, H, W] (same size) with taps 2^-(k/sigma)^2, k = -3 sigma..3 sigma
+    (the official StyleGAN3 loss; the base is 2, not e). sigma < 1/3 leaves the images as they are."""
+    radius = int(np.floor(sigma * 3))
+    if radius <= 0:
+        return img
+    taps = torch.arange(-radius, radius + 1, device=img.device, dtype=torch.float32).div(sigma).square().neg().exp2()
+    return upfirdn2d.filter2d(img, taps / taps.sum())

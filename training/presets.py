@@ -15,7 +15,12 @@ pickle, the network architecture. Keys:
     map        Mapping network layers.
 
 Optional keys (defaults in ARCHITECTURE_DEFAULTS / TRAINING_DEFAULTS below) let a preset change
-what the official presets keep fixed; `cifar` and `tiny` use them.
+what the official presets keep fixed; `cifar`, `tiny` and the StyleGAN3 presets use them.
+
+The StyleGAN3 presets (`stylegan3-t`, `stylegan3-r`) are the official stylegan3 train.py's: like
+there, `--batch` and `--gamma` have no default (mb and gamma are None) and the EMA half-life,
+magnitude-EMA decay and blur fade follow the batch. `stylegan3-t-tiny` / `stylegan3-r-tiny` are
+ours: the same configs at CPU size (tests, the StyleGAN3 demo generator).
 """
 
 import copy
@@ -29,6 +34,10 @@ ARCHITECTURE_DEFAULTS = dict(
     conv_clamp=256,       # Clamp of conv outputs (G and D); --fp32 sets None.
     D_architecture='resnet',  # Discriminator architecture ('orig', 'skip', 'resnet').
     mbstd_num_channels=1,     # Minibatch-stddev features of D; 0 = no minibatch-stddev layer.
+    generator='stylegan2',    # G family: 'stylegan2' (training.networks) or 'stylegan3' (training.networks_stylegan3).
+    G_channel_mult=1,         # StyleGAN3 G only: multiplier of channel_base and channel_max (config R: 2).
+    G_layer_kwargs={},        # StyleGAN3 G only: extra SynthesisLayer arguments (config R: 1x1 convs, radial filters).
+    G_num_layers=None,        # StyleGAN3 G only: synthesis layers before ToRGB; None = the network's default (14).
 )
 TRAINING_DEFAULTS = dict(
     pl_weight=2,          # Path-length penalty weight.
@@ -39,7 +48,21 @@ TRAINING_DEFAULTS = dict(
     eps=1e-8,             # Adam epsilon.
     kimg_per_tick=4,      # Progress tick length in kimg.
     grid_size=None,       # Image-snapshot grid (cols, rows); None = official rule from the resolution.
+    D_lrate=None,         # D's Adam learning rate; None = lrate (StyleGAN3: 0.002 while G has 0.0025).
+    blur_init_sigma=0,    # Blur std (pixels) of every D input at the start of a fresh run; 0 = off.
+    blur_fade_kimg_per_batch=0,  # The blur fades out over batch * this many kimg (config R: 200 / 32).
 )
+
+# What the official stylegan3 train.py sets for every StyleGAN3 config (spec stylegan3-network-format.md;
+# its loss has path length and style mixing off, and only D-fake renders move G's EMAs).
+_STYLEGAN3 = dict(generator='stylegan3', D_lrate=0.002, G_reg_interval=None, pl_weight=0, style_mixing_prob=0)
+# Config R on top: 1x1 convolutions, radial down-sampling filters, twice the channels, D-input blur.
+_STYLEGAN3_R = dict(G_channel_mult=2, G_layer_kwargs=dict(conv_kernel=1, use_radial_filters=True),
+                    blur_init_sigma=10, blur_fade_kimg_per_batch=200 / 32)
+# Our CPU size, as `tiny` (z_dim = w_dim = 32, channel_base 512, at most 32 channels, float32); the
+# StyleGAN3 ones also have 6 synthesis layers instead of 14 (about 3x faster on a CPU).
+_TINY = dict(ref_gpus=1, kimg=1, mb=4, mbstd=4, fmaps=1 / 64, gamma=1, ema=0.1, ramp=None, z_dim=32, w_dim=32,
+             channel_max=32, num_fp16_res=0, conv_clamp=None, kimg_per_tick=0.02, grid_size=(4, 2))
 
 # cfg -> values. `auto` derives mb, mbstd, fmaps, lrate, gamma, ema from resolution and --gpus.
 PRESETS = {
@@ -55,6 +78,14 @@ PRESETS = {
     'tiny':      dict(ref_gpus=1,  kimg=1,      mb=4,  mbstd=4,  fmaps=1 / 64, lrate=0.0025, gamma=1, ema=0.1, ramp=None, map=2,
                       z_dim=32, w_dim=32, channel_max=32, num_fp16_res=0, conv_clamp=None,
                       kimg_per_tick=0.02, grid_size=(4, 2)),
+    # mb, gamma None: --batch and --gamma are required; ema -1: batch * 10 / 32 kimg.
+    'stylegan3-t': dict(ref_gpus=-1, kimg=25000, mb=None, mbstd=4, fmaps=1, lrate=0.0025, gamma=None, ema=-1, ramp=0.05,
+                        map=2, **_STYLEGAN3),
+    'stylegan3-r': dict(ref_gpus=-1, kimg=25000, mb=None, mbstd=4, fmaps=1, lrate=0.0025, gamma=None, ema=-1, ramp=0.05,
+                        map=2, **_STYLEGAN3, **_STYLEGAN3_R),
+    # Not official: the two configs at CPU size.
+    'stylegan3-t-tiny': dict(lrate=0.0025, map=2, G_num_layers=6, **_STYLEGAN3, **_TINY),
+    'stylegan3-r-tiny': dict(lrate=0.0025, map=2, G_num_layers=6, **_STYLEGAN3, **_STYLEGAN3_R, **_TINY),
 }
 
 # The domain-expansion fork's `stylegan2` preset trains at lr 0.001 (spec section 8).
@@ -65,15 +96,23 @@ def preset_names() -> list[str]:
     return list(PRESETS)
 
 
-def resolve_preset(cfg: str, resolution: int, gpus: int, expansion: bool = False) -> dict:
+def resolve_preset(cfg: str, resolution: int, gpus: int, expansion: bool = False, batch: int | None = None,
+                   gamma: float | None = None) -> dict:
     """All values of preset `cfg` for this resolution and GPU count, with the defaults filled in.
 
     `auto` follows the official formulas (spec 6.1); `expansion=True` applies the
-    domain-expansion learning rates. Raises ValueError naming --cfg for an unknown preset.
+    domain-expansion learning rates. `batch` / `gamma` (--batch, --gamma; None = not given) replace
+    mb / gamma, and the StyleGAN3 values that follow the batch are derived from the result.
+    Raises ValueError naming --cfg, --batch or --gamma.
     """
     if cfg not in PRESETS:
         raise ValueError(f"--cfg: unknown preset '{cfg}'; choose one of {', '.join(PRESETS)}")
     spec = {**ARCHITECTURE_DEFAULTS, **TRAINING_DEFAULTS, **copy.deepcopy(PRESETS[cfg])}
+    missing = [flag for flag, key, given in (('--batch', 'mb', batch), ('--gamma', 'gamma', gamma))
+               if spec[key] is None and given is None]
+    if missing:
+        raise ValueError(f'--cfg {cfg} needs {" and ".join(missing)}: no default, as in the official stylegan3 '
+                         f'train.py (its example for 512x512 on 8 GPUs: --batch=32 --gamma=8.2)')
     if cfg == 'auto':
         spec['ref_gpus'] = gpus
         spec['mb'] = max(min(gpus * min(4096 // resolution, 32), 64), gpus)
@@ -85,7 +124,21 @@ def resolve_preset(cfg: str, resolution: int, gpus: int, expansion: bool = False
     if expansion and cfg in EXPANSION_LRATE:
         spec['lrate'] = EXPANSION_LRATE[cfg]
     spec['channel_base'] = int(spec['fmaps'] * 32768)
+    if spec['generator'] == 'stylegan3':
+        _resolve_stylegan3(spec, gpus, batch)
     return spec
+
+
+def _resolve_stylegan3(spec: dict, gpus: int, batch: int | None) -> None:
+    """The StyleGAN3 values that follow the global batch (official stylegan3 train.py)."""
+    mb = batch if batch is not None else spec['mb']
+    if spec['ref_gpus'] == -1:
+        spec['ref_gpus'] = gpus
+        spec['mb'] = mb
+    if spec['ema'] == -1:
+        spec['ema'] = mb * 10 / 32                                  # G_ema half-life, kimg
+    spec['magnitude_ema_beta'] = 0.5 ** (mb / 20000)                # per-step decay of the magnitude EMAs
+    spec['blur_fade_kimg'] = mb * spec['blur_fade_kimg_per_batch']
 
 
 def default_grid_size(resolution: int) -> tuple[int, int]:

@@ -32,6 +32,9 @@ RESUME_SPECS = {
 }
 
 
+STYLEGAN3_G = 'training.networks_stylegan3.Generator'
+
+
 class OptionError(dnnlib.util.UserError, ValueError):
     """A flag (or a file it names) is wrong; the message names it and the fix."""
 
@@ -65,7 +68,10 @@ def setup_training_options(
     data_info = _dataset_info(data, cond, mirror, seed)
     _apply_subset(data_info, subset)
     arch = _architecture_info(data_info, resume_data, resume_source)
-    spec = presets.resolve_preset(cfg, arch['img_resolution'], gpus, expansion=expansion)
+    try:
+        spec = presets.resolve_preset(cfg, arch['img_resolution'], gpus, expansion=expansion, batch=batch, gamma=gamma)
+    except ValueError as e:
+        raise OptionError(str(e)) from None
 
     opts = dnnlib.EasyDict()
     opts.num_gpus = gpus
@@ -81,13 +87,16 @@ def setup_training_options(
     opts.G_kwargs, opts.D_kwargs, opts.architecture_source = _network_kwargs(spec, arch, resume_data, resume_source,
                                                                              cfg, fp32, nhwc, freezed)
     _check_mbstd(opts)
+    D_lrate = spec['lrate'] if spec['D_lrate'] is None else spec['D_lrate']
     opts.G_opt_kwargs = dict(class_name='torch.optim.Adam', lr=spec['lrate'], betas=list(spec['betas']), eps=spec['eps'])
     _override_generator_optimizer(opts.G_opt_kwargs, glr, g_beta1, affine_lr_mult)
-    opts.D_opt_kwargs = dict(class_name='torch.optim.Adam', lr=spec['lrate'], betas=list(spec['betas']), eps=spec['eps'])
+    opts.D_opt_kwargs = dict(class_name='torch.optim.Adam', lr=D_lrate, betas=list(spec['betas']), eps=spec['eps'])
     opts.G_reg_interval = spec['G_reg_interval']
     opts.D_reg_interval = spec['D_reg_interval']
     opts.loss_kwargs = dict(class_name='training.loss.StyleGAN2Loss', r1_gamma=gamma if gamma is not None else spec['gamma'],
                             style_mixing_prob=spec['style_mixing_prob'], pl_weight=spec['pl_weight'])
+    if opts.G_kwargs['class_name'] == STYLEGAN3_G and not expansion:
+        opts.loss_kwargs.update(_stylegan3_loss_kwargs(spec, from_scratch=resume in RESUME_NONE))
     if expansion:
         opts.loss_kwargs.update(_expansion_loss_kwargs(expansion_cfg, latent_factors_path, subspace_distance,
                                                        lambda_src, lambda_expand, lambda_recon_l2, lambda_recon_lpips,
@@ -284,10 +293,11 @@ def _network_kwargs(spec, arch, resume_data, resume_source, cfg, fp32, nhwc, fre
         source = f"{resume_source} (the pickle's own constructor arguments; --cfg {cfg} sets only hyperparameters)"
     else:
         common = dict(c_dim=arch['c_dim'], img_resolution=arch['img_resolution'], img_channels=arch['img_channels'])
-        G_kwargs = dict(class_name='training.networks.Generator', z_dim=spec['z_dim'], w_dim=spec['w_dim'], **common,
-                        mapping_kwargs=dict(num_layers=spec['map']),
-                        synthesis_kwargs=dict(channel_base=spec['channel_base'], channel_max=spec['channel_max'],
-                                              num_fp16_res=spec['num_fp16_res'], conv_clamp=spec['conv_clamp']))
+        G_kwargs = _stylegan3_G_kwargs(spec, common) if spec['generator'] == 'stylegan3' else dict(
+            class_name='training.networks.Generator', z_dim=spec['z_dim'], w_dim=spec['w_dim'], **common,
+            mapping_kwargs=dict(num_layers=spec['map']),
+            synthesis_kwargs=dict(channel_base=spec['channel_base'], channel_max=spec['channel_max'],
+                                  num_fp16_res=spec['num_fp16_res'], conv_clamp=spec['conv_clamp']))
         epilogue_kwargs = dict(mbstd_group_size=spec['mbstd'])
         if spec['mbstd_num_channels'] != 1:
             epilogue_kwargs['mbstd_num_channels'] = spec['mbstd_num_channels']
@@ -298,7 +308,7 @@ def _network_kwargs(spec, arch, resume_data, resume_source, cfg, fp32, nhwc, fre
         source = f'--cfg {cfg}'
     # Precision, memory layout and frozen D layers are training choices that keep every tensor name.
     # A StyleGAN3 Generator takes its synthesis arguments flat, at the top level.
-    stylegan3 = G_kwargs['class_name'] == 'training.networks_stylegan3.Generator'
+    stylegan3 = G_kwargs['class_name'] == STYLEGAN3_G
     if nhwc and stylegan3:
         raise OptionError('--nhwc: StyleGAN3 generators have no channels-last option; leave --nhwc out')
     if fp32 or nhwc:
@@ -314,6 +324,27 @@ def _network_kwargs(spec, arch, resume_data, resume_source, cfg, fp32, nhwc, fre
     if freezed:
         D_kwargs.setdefault('block_kwargs', {})['freeze_layers'] = freezed
     return G_kwargs, D_kwargs, source
+
+
+def _stylegan3_G_kwargs(spec: dict, common: dict) -> dict:
+    """A fresh StyleGAN3 generator of the preset (official stylegan3 train.py: synthesis arguments
+    flat; config R doubles the channels and adds its layer options)."""
+    mult = spec['G_channel_mult']
+    layers = {} if spec['G_num_layers'] is None else dict(num_layers=spec['G_num_layers'])
+    return dict(class_name=STYLEGAN3_G, z_dim=spec['z_dim'], w_dim=spec['w_dim'], **common,
+                mapping_kwargs=dict(num_layers=spec['map']), channel_base=spec['channel_base'] * mult,
+                channel_max=spec['channel_max'] * mult, num_fp16_res=spec['num_fp16_res'],
+                conv_clamp=spec['conv_clamp'], magnitude_ema_beta=spec['magnitude_ema_beta'],
+                **layers, **spec['G_layer_kwargs'])
+
+
+def _stylegan3_loss_kwargs(spec: dict, from_scratch: bool) -> dict:
+    """Loss options of a StyleGAN3 G (official StyleGAN3 loss): only D-fake renders move its EMAs;
+    config R blurs D's inputs at the start of a fresh run (a resumed run starts without blur)."""
+    kwargs = dict(update_emas_in_D_fakes=True)
+    if from_scratch and spec['blur_init_sigma'] > 0:
+        kwargs.update(blur_init_sigma=spec['blur_init_sigma'], blur_fade_kimg=spec['blur_fade_kimg'])
+    return kwargs
 
 
 def _kwargs_of(module, key: str, source: str) -> dict:
