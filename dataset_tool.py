@@ -204,7 +204,8 @@ def check_dataset(path: str, echo=print) -> int:
 @click.option('--resize-filter', type=click.Choice(list(RESIZE_FILTERS)), default='lanczos', show_default=True,
               help='Resampling filter of every resize.')
 @click.option('--transform', type=click.Choice(TRANSFORMS), help='Crop before resizing (needs --resolution).')
-@click.option('--max-images', type=int, metavar='N', help='Convert only the first N images.')
+@click.option('--max-images', '--max_images', 'max_images', type=int, metavar='N',
+              help='Convert only the first N images (--max_images: as the official README spells it).')
 @click.option('--check', 'check_path', metavar='DATA', help='Only scan the dataset DATA fully; exit 1 on any problem.')
 def main(source, dest, resolution, width, height, resize_filter, transform, max_images, check_path):
     """Convert images into a StyleGAN2-ADA training archive (dataset.json labels carried over),

@@ -125,6 +125,16 @@ def test_lsun_lmdb_with_official_resize_flags(tmp_path, capsys):
     assert np.abs(_dataset(tmp_path / 'lanczos.zip')[0].astype(int) - got).max() > 1  # the filter matters
 
 
+@pytest.mark.parametrize('flag', ['--max-images', '--max_images'])
+def test_max_images_in_both_official_spellings(tmp_path, capsys, flag):
+    """The official option is --max-images; its README's LSUN command types --max_images."""
+    _write_cifar10(tmp_path / 'cifar-10-python.tar.gz', np.zeros([5, 32, 32, 3], np.uint8), np.arange(5))
+    code, out, err = run_cli_inprocess(dataset_tool.main, [
+        '--source', str(tmp_path / 'cifar-10-python.tar.gz'), '--dest', str(tmp_path / 'o.zip'), f'{flag}=2'], capsys)
+    assert code == 0, err
+    assert _dataset(tmp_path / 'o.zip')[1].tolist() == [0, 1]
+
+
 @pytest.mark.parametrize('args, message', [
     (['--width', '16'], '--width and --height go together'),
     (['--width', '16', '--height', '16', '--resolution', '16x16'], '--resolution'),
