@@ -112,7 +112,8 @@ def launch_training(options: dict, outdir: str, dry_run: bool = False, print_opt
         if rank == 0:
             options['run_dir'] = plan['run_dir']
             print(json.dumps(options, indent=2))
-            print(f'Dry run: would {plan["mode"]} {plan["run_dir"]}'
+            action = 'start the new run' if plan['mode'] == 'new' else 'continue the run'
+            print(f'Dry run: would {action} {plan["run_dir"]}'
                   + (f' from {plan["continue_pkl"]}' if plan['continue_pkl'] else '') + '; nothing was created.')
         return None
     # Offline without a needed file: fail now, before any folder exists (each torchrun rank checks

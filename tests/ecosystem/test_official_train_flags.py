@@ -70,6 +70,22 @@ def test_resume_by_official_name_reads_the_cached_download(data16, tmp_path, mon
     assert options.ema_rampup is None  # transfer learning, as the official --resume
 
 
+@pytest.mark.parametrize('name', sorted(run_options.RESUME_SPECS))
+def test_resume_by_official_name_offline_is_one_line_before_any_folder(data16, tmp_path, monkeypatch, capsys, name):
+    """Offline with an empty cache: the usual one-line download error (URL and where to put the
+    file), and no run folder."""
+    monkeypatch.setenv('DNNLIB_OFFLINE', '1')
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+    outdir = tmp_path / 'runs'
+    code, out, err = run_cli_inprocess(train.main, ['--outdir', str(outdir), '--data', data16, '--cfg', 'tiny',
+                                                    '--metrics', 'none', '--resume', name], capsys)
+    last_line = (out + err).strip().splitlines()[-1]
+    url = run_options.RESUME_SPECS[name]
+    assert code != 0 and url in last_line and 'offline' in last_line
+    assert str(tmp_path / 'cache' / 'downloads') in last_line  # where to place the file
+    assert not outdir.exists()
+
+
 def test_snapshot_names():
     assert loop_state.snapshot_path('run', 24_000, fractional=False).endswith('network-snapshot-000024.pkl')
     assert loop_state.snapshot_path('run', 40, fractional=True).endswith('network-snapshot-000000.040.pkl')

@@ -114,7 +114,7 @@ def test_dry_run_prints_options_and_creates_nothing(tmp_path, data16):
     outdir = tmp_path / 'out'
     code, lines = invoke(['--outdir', str(outdir), '--data', data16, '--cfg', 'tiny', '--metrics', 'none', '--dry-run'])
     assert code == 0
-    assert lines[-1].startswith('Dry run: would new') and 'nothing was created' in lines[-1]
+    assert lines[-1].startswith('Dry run: would start the new run') and 'nothing was created' in lines[-1]
     options = json.loads('\n'.join(lines[:-1]))
     assert options['run_dir'].endswith('00000-shapes16-tiny-ada')
     for key in ('G_kwargs', 'D_kwargs', 'G_opt_kwargs', 'D_opt_kwargs', 'loss_kwargs', 'augment_kwargs',
