@@ -2,8 +2,9 @@
 
     python generate_aligned.py --network expanded.pkl --seeds 0-7 --trunc 0.7 --outdir out
 
-Writes `out/base/seed0000.png`, `out/dimDDD_<task-name>/seed0000.png` for each domain and a
-labelled grid `out/grid.png` (rows: base, then each domain; columns: seeds). Works on official
+Writes `out/base/seed0000.png`, `out/dimDDD_<task-name>/seed0000.png` for each domain (a
+parameterised domain, trained as theta: `out/theta_<task-name>/`) and a labelled grid
+`out/grid.png` (rows: base, then each domain; columns: seeds). Works on official
 domain-expansion snapshots and ours (spec section 8, "Generation with an expanded model").
 """
 
@@ -34,7 +35,8 @@ def generate_aligned(network_pkl: str, seeds: list[int], outdir: str, truncation
         outdir:         output folder (created after every option is validated).
         truncation_psi: truncation of the mapping (1 = none).
         class_idx:      class of a conditional network (required there).
-        domains:        comma list of task names or repurposed dims; None = all, in task order.
+        domains:        comma list of task names or repurposed dims; None = all (directions in
+                        task order, then parameterised domains).
         grid:           also write the labelled `grid.png`.
         device:         torch device.
         progress:       show a progress bar.
@@ -49,8 +51,8 @@ def generate_aligned(network_pkl: str, seeds: list[int], outdir: str, truncation
     if eg.names_note:
         print(f'note: {eg.names_note}')
     c = make_label(eg.G, class_idx, device)
-    ks = eg.domain_indices(domains, '--domains')
-    folders = ['base'] + [eg.folder_name(k) for k in ks]
+    ks, js = eg.select_domains(domains, '--domains')
+    folders = ['base'] + [eg.folder_name(k) for k in ks] + [eg.theta_folder_name(j) for j in js]
     os.makedirs(outdir, exist_ok=True)
 
     paths = {folder: [] for folder in folders}
@@ -59,6 +61,7 @@ def generate_aligned(network_pkl: str, seeds: list[int], outdir: str, truncation
         z = torch.from_numpy(seed_to_z(seed, eg.G.z_dim))
         ws = eg.map(z, c, truncation_psi)                               # [1, num_ws, w_dim] (W+)
         base_img, edit_imgs = eg.render_aligned(ws, ks)
+        edit_imgs += [eg.render_theta(ws, j) for j in js]
         for row, folder, img in zip(rows, folders, [base_img] + edit_imgs):
             pixels = image_utils.to_uint8(img)[0]
             path = os.path.join(outdir, folder, f'seed{seed:04d}.png')
@@ -67,7 +70,7 @@ def generate_aligned(network_pkl: str, seeds: list[int], outdir: str, truncation
             row.append(pixels)
     paths['grid'] = None
     if grid:
-        labels = ['base'] + [eg.names[k] for k in ks]
+        labels = ['base'] + [eg.names[k] for k in ks] + [eg.theta_names[j] for j in js]
         paths['grid'] = os.path.join(outdir, 'grid.png')
         image_utils.save_png_atomic(image_utils.make_grid([np.stack(r) for r in rows], row_labels=labels), paths['grid'])
     return paths

@@ -6,7 +6,7 @@ Renders the seeds with `generate_aligned.generate_aligned` (base and every domai
 8-bit PNGs), then for each Transform domain of the snapshot's expansion config computes R^2 of the
 domain images against T(base image) of the same seed (interfaces.md section 5; `r_squared`), on
 images read back from the PNGs in [-1, 1]. Prints one line per domain; non-Transform domains are
-listed as skipped.
+listed as skipped. Parameterised (theta) domains are measured like the others.
 """
 
 import json
@@ -33,7 +33,8 @@ def read_pngs(paths: list[str]) -> torch.Tensor:
 
 
 def transform_tasks(network_pkl: str) -> list:
-    """`[(task name, T or None)]` in domain order, from the snapshot's stored expansion config."""
+    """`[(task name, T or None)]` in generate_aligned's domain order (direction tasks in config
+    order, then parameterised tasks), from the snapshot's stored expansion config."""
     with dnnlib.util.open_url(network_pkl) as f:
         cfg = snapshot_io.load_network_pkl(f).get('expansion_cfg')
     if isinstance(cfg, str):
@@ -41,14 +42,15 @@ def transform_tasks(network_pkl: str) -> list:
     if not cfg or not cfg.get('tasks'):
         raise dnnlib.util.UserError(f'--network {network_pkl}: the snapshot stores no expansion config with tasks, '
                                     f'so its Transform domains are unknown')
-    out = []
+    directions, thetas = [], []
     for task in cfg['tasks']:
         args = task.get('args') or {}
+        out = directions if task.get('parameterization') is None else thetas
         if task.get('type') == 'Transform':
             out.append((args.get('name') or args['transform'], get_transform(args['transform'], args.get('degrees'))))
         else:
             out.append((args.get('name') or task.get('type'), None))
-    return out
+    return directions + thetas
 
 
 def domain_r2(network_pkl: str, seeds: list[int], outdir: str) -> dict:

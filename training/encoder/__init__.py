@@ -3,9 +3,10 @@ generative models"): a new domain is a small parameter vector theta applied to a
 synthesis network, and an encoder predicts theta from K reference images in one forward pass.
 
 Owns:
-    parameterizations.py  how theta acts on a frozen `G.synthesis` (forward hooks, networks.py
-                          untouched): `channel_scale` (HyperDomainNet's domain vector, text Eq. 10),
-                          `style_offset` (StyleSpace offsets, Eq. 12) and `rgb_affine` (ours);
+    parameterizations.py  an alias: how theta acts on a frozen `G.synthesis` (`channel_scale`,
+                          text Eq. 10; `style_offset`, Eq. 12; `rgb_affine`, ours) lives in
+                          `training/expansion/parameterizations.py`, since expansion configs
+                          select it per task (`"parameterization"`);
     domains.py            the CPU family of ground-truth colour domains (affine colour maps) and
                           the held-out ones;
     fit.py                the per-domain fit of theta (Adam on a pixel loss) and the R^2 measure;

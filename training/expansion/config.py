@@ -11,6 +11,10 @@ Format (the official one; spec section 8, interfaces.md section 2):
   snapshot resolves registered types only, unless the user passes `--allow-task-import`.
 - `dimension` (optional): the basis column the task repurposes, in [0, w_dim). Tasks without
   one get the highest dimensions not used by any task, in task order.
+- `parameterization` (optional; ours, issue 14): one of `channel_scale`, `style_offset`,
+  `rgb_affine` (training/expansion/parameterizations.py). The task then repurposes no dimension
+  (giving one is an error): its domain is a trained parameter vector theta applied to the
+  synthesis network on the base-subspace latent (training/expansion/theta_domains.py).
 - `args` (optional): the task's own arguments; `tasks_losses[type]` (optional): arguments
   shared by every task of that type. Both are checked against the task class's constructor.
 
@@ -22,12 +26,14 @@ import copy
 import dataclasses
 import json
 import os
+from typing import Optional
 
 import dnnlib
+from training.expansion.parameterizations import PARAMETERIZATIONS
 from training.expansion.tasks.base import ConfigContext, TaskTypeError, get_task_class, task_arguments
 
 TOP_LEVEL_KEYS = ('tasks', 'tasks_losses')
-TASK_KEYS = ('type', 'dimension', 'args')
+TASK_KEYS = ('type', 'dimension', 'parameterization', 'args')
 
 #----------------------------------------------------------------------------
 
@@ -49,10 +55,11 @@ class TaskConfig:
     index:       int    # Position in `tasks`.
     type:        str    # As written: a registered name or a dotted path.
     task_class:  type   # The resolved BaseTask subclass.
-    dimension:   int    # Repurposed basis column (given, or assigned).
+    dimension:   int    # Repurposed basis column (given, or assigned); None for a parameterised task.
     args:        dict   # The task's own `args`, as written.
     shared_args: dict   # `tasks_losses` entry for its class ({} when absent).
     name:        str    # Resolved task name (unique within the config).
+    parameterization: Optional[str] = None  # Theta's parameterisation; None = a repurposed direction.
 
     def kwargs(self) -> dict:
         """Constructor arguments: shared args overlaid by the task's own (they never overlap)."""
@@ -68,8 +75,19 @@ class ExpansionConfig:
 
     @property
     def repurposed_dims(self) -> list:
-        """Repurposed dims in task order (the snapshot's `repurposed_dims`)."""
-        return [task.dimension for task in self.tasks]
+        """Repurposed dims in task order (the snapshot's `repurposed_dims`); parameterised tasks have none."""
+        return [task.dimension for task in self.tasks if task.parameterization is None]
+
+    @property
+    def domain_slots(self) -> list:
+        """Per task, in config order: `('direction', i)`, its column i of B_R (the i-th repurposed
+        dim), or `('theta', j)`, the j-th parameterised task."""
+        slots, counts = [], {'direction': 0, 'theta': 0}
+        for task in self.tasks:
+            kind = 'direction' if task.parameterization is None else 'theta'
+            slots.append((kind, counts[kind]))
+            counts[kind] += 1
+        return slots
 
     @property
     def task_names(self) -> list:
@@ -80,7 +98,9 @@ class ExpansionConfig:
         result = copy.deepcopy(self.raw)
         result['tasks'] = []
         for task, raw_task in zip(self.tasks, self.raw.get('tasks', [])):
-            entry = {'type': raw_task['type'], 'dimension': task.dimension}
+            entry = {'type': raw_task['type']}
+            if task.parameterization is None:
+                entry['dimension'] = task.dimension
             entry.update({key: copy.deepcopy(value) for key, value in raw_task.items() if key not in ('type', 'dimension')})
             result['tasks'].append(entry)
         return result
@@ -160,7 +180,8 @@ def parse_expansion_config(cfg, w_dim: int, img_resolution: int = None, img_chan
     if problems:
         raise ExpansionConfigError([f'{source}: {problem}' for problem in _unique(problems)])
     tasks = tuple(TaskConfig(index=index, type=p['type'], task_class=p['class'], dimension=dims[index],
-        args=p['args'], shared_args=p['shared'], name=p['name']) for index, p in enumerate(parsed))
+        args=p['args'], shared_args=p['shared'], name=p['name'], parameterization=p['parameterization'])
+        for index, p in enumerate(parsed))
     return ExpansionConfig(tasks=tasks, w_dim=ctx.w_dim, raw=copy.deepcopy(cfg), source=source)
 
 def refuse_task_imports(cfg, source: str, flag: str = '--allow-task-import') -> None:
@@ -210,14 +231,20 @@ def _check_tasks_losses(raw_losses: dict, problems: list) -> dict:
 def _check_task(index: int, raw, shared: dict, ctx: ConfigContext, problems: list) -> dict:
     """Check one task entry. Returns a dict (type, class, args, shared, dimension, name); class None if unusable."""
     where = f'tasks[{index}]'
-    parsed = dict(type=None, cls=None, args={}, shared={}, dimension=None, name=None)
+    parsed = dict(type=None, cls=None, args={}, shared={}, dimension=None, name=None, parameterization=None)
     if not isinstance(raw, dict):
-        problems.append(f'{where}: must be an object with "type", optional "dimension" and "args", got {type(raw).__name__}')
+        problems.append(f'{where}: must be an object with "type", optional "dimension" or "parameterization", '
+                        f'and "args", got {type(raw).__name__}')
         return _rename_class(parsed)
     for key in raw:
         if key not in TASK_KEYS:
             problems.append(f'{where}.{key}: unknown key; valid keys: {", ".join(TASK_KEYS)}')
-    parsed['dimension'] = _check_dimension(raw, where, ctx.w_dim, problems)
+    parsed['parameterization'] = _check_parameterization(raw, where, problems)
+    if raw.get('parameterization') is None:
+        parsed['dimension'] = _check_dimension(raw, where, ctx.w_dim, problems)
+    elif raw.get('dimension') is not None:
+        problems.append(f'{where}.dimension: a task with "parameterization" trains theta on the base latent and '
+                        f'repurposes no dimension; remove "dimension" (or "parameterization")')
     args = raw.get('args', {})
     if not isinstance(args, dict):
         problems.append(f'{where}.args: must be an object {{argument: value}}, got {type(args).__name__}')
@@ -256,6 +283,17 @@ def _check_dimension(raw: dict, where: str, w_dim: int, problems: list):
             f'so dimensions lie in [0, {w_dim - 1}]')
         return None
     return dim
+
+def _check_parameterization(raw: dict, where: str, problems: list):
+    """The given parameterisation name if valid, else None (a problem is recorded when it was given)."""
+    name = raw.get('parameterization')
+    if name is None:
+        return None
+    if not isinstance(name, str) or name not in PARAMETERIZATIONS:
+        problems.append(f'{where}.parameterization: unknown parameterization {name!r}; choose one of '
+                        f'{", ".join(PARAMETERIZATIONS)}')
+        return None
+    return name
 
 def _check_arguments(cls, args: dict, shared_key, shared_args: dict, where: str, ctx, problems: list) -> bool:
     """Argument names against the constructor, then the class's own value checks. True if usable."""
@@ -300,14 +338,19 @@ def _first_users(parsed: list, key: str, problems: list, describe) -> dict:
     return first
 
 def _assign_dimensions(parsed: list, w_dim: int, problems: list) -> list:
-    """Given dims stay; the others get the highest unused dims in task order (Sec. 4.1: most dormant)."""
+    """Given dims stay; the others get the highest unused dims in task order (Sec. 4.1: most dormant).
+    Parameterised tasks take none (None)."""
     owner = _first_users(parsed, 'dimension', problems, lambda index, dim, first:
         f'tasks[{index}].dimension: {dim} is already used by tasks[{first}]; every task needs its own dimension')
-    if len(parsed) >= w_dim:
-        problems.append(f'tasks: {len(parsed)} tasks but w_dim is {w_dim}; at most {w_dim - 1} tasks leave a base subspace')
+    directional = [p['parameterization'] is None for p in parsed]
+    if sum(directional) >= w_dim:
+        which = 'tasks' if all(directional) else 'tasks with a dimension'
+        problems.append(f'tasks: {sum(directional)} {which} but w_dim is {w_dim}; at most {w_dim - 1} tasks leave a '
+                        f'base subspace (a task with "parameterization" takes no dimension)')
         return [p['dimension'] for p in parsed]
     free = (dim for dim in range(w_dim - 1, -1, -1) if dim not in owner)
-    return [p['dimension'] if p['dimension'] is not None else next(free) for p in parsed]
+    return [None if not is_dir else p['dimension'] if p['dimension'] is not None else next(free)
+            for p, is_dir in zip(parsed, directional)]
 
 def _check_unique_names(parsed: list, problems: list) -> None:
     """Task names key logs, grids and metrics: two tasks may not share one."""

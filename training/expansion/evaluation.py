@@ -53,6 +53,7 @@ from torch_utils import image_utils
 from training.expansion.constants import SUBSPACE_DISTANCE
 from training.expansion.render import render
 from training.expansion.subspaces import LatentSubspaces
+from training.expansion.theta_domains import ExpansionDomains
 
 METRICS = []  # Registered with metric_main at the end of this module, in this order.
 
@@ -75,23 +76,31 @@ def task_latents(task, G_mapping: torch.nn.Module, n: int, seed: int = 0):
     return G_mapping(batch.z, c, skip_w_avg_update=True)[:, 0], batch.context
 
 
+def _domains(subspaces: LatentSubspaces, domains: ExpansionDomains | None) -> ExpansionDomains:
+    """`domains` (configs with parameterised tasks), else task k = repurposed direction k."""
+    return domains if domains is not None else ExpansionDomains.directions_only(subspaces)
+
+
 @torch.no_grad()
 def error_matrix(G_synthesis: torch.nn.Module, G_mapping: torch.nn.Module, subspaces: LatentSubspaces,
-                 tasks: list, w_avg: torch.Tensor, n: int = 64, seed: int = 0) -> np.ndarray:
+                 tasks: list, w_avg: torch.Tensor, n: int = 64, seed: int = 0,
+                 domains: ExpansionDomains | None = None) -> np.ndarray:
     """`E[k, j]` = mean error of task k on renders from domain j's repurposed subspace.
 
     Task k's own evaluation latents are projected onto the base subspace with `w_avg` (the
     source's stored average, so the measurement does not move with training), rendered with
-    `noise_mode='const'`, and stepped by `subspace_distance` along direction j. The diagonal is
-    each domain's own error; no leakage means each row is lowest on its diagonal.
+    `noise_mode='const'`, and stepped by `subspace_distance` along direction j (a parameterised
+    domain of `domains`: rendered with its theta instead). The diagonal is each domain's own
+    error; no leakage means each row is lowest on its diagonal.
     """
+    domains = _domains(subspaces, domains)
     E = np.zeros([len(tasks), len(tasks)])
     for k, task in enumerate(tasks):
         w, context = task_latents(task, G_mapping, n, seed)
         base_w = subspaces.project_base(w, w_avg)                              # Eq. 1
         base_img = render(G_synthesis, base_w)
         for j in range(len(tasks)):
-            edit_img = render(G_synthesis, subspaces.edit(base_w, j))          # Eq. 2
+            edit_img = domains.render(G_synthesis, base_w, j)                  # Eq. 2
             E[k, j] = float(task.error(context, base_img, edit_img).mean())
     return E
 
@@ -121,10 +130,12 @@ def r_squared(domain_img: torch.Tensor, target_img: torch.Tensor) -> float:
 
 @torch.no_grad()
 def transform_r2(G_synthesis: torch.nn.Module, G_mapping: torch.nn.Module, subspaces: LatentSubspaces,
-                 tasks: list, w_avg: torch.Tensor, n: int = 64, seed: int = 0) -> dict:
+                 tasks: list, w_avg: torch.Tensor, n: int = 64, seed: int = 0,
+                 domains: ExpansionDomains | None = None) -> dict:
     """`{task name: R^2}` of every task with an image transform `T` (Transform tasks): the
-    renders of its repurposed subspace against T(the base-subspace renders of the same latents),
-    both from `G_synthesis`, latents as in `error_matrix`."""
+    renders of its domain (repurposed subspace, or theta of `domains`) against T(the
+    base-subspace renders of the same latents), both from `G_synthesis`, latents as in `error_matrix`."""
+    domains = _domains(subspaces, domains)
     r2 = {}
     for k, task in enumerate(tasks):
         if getattr(task, 'T', None) is None:
@@ -132,48 +143,53 @@ def transform_r2(G_synthesis: torch.nn.Module, G_mapping: torch.nn.Module, subsp
         w, _context = task_latents(task, G_mapping, n, seed)
         base_w = subspaces.project_base(w, w_avg)                              # Eq. 1
         base_img = render(G_synthesis, base_w)
-        edit_img = render(G_synthesis, subspaces.edit(base_w, k))              # Eq. 2
+        edit_img = domains.render(G_synthesis, base_w, k)                      # Eq. 2
         r2[task.name] = r_squared(edit_img, task.T(base_img))
     return r2
 
 
 @torch.no_grad()
 def aligned_rows(G_synthesis: torch.nn.Module, subspaces: LatentSubspaces, w: torch.Tensor,
-                 w_avg: torch.Tensor, noise_mode: str = 'const') -> list[torch.Tensor]:
-    """Renders of the same latents on the base subspace, then on each repurposed subspace."""
+                 w_avg: torch.Tensor, noise_mode: str = 'const',
+                 domains: ExpansionDomains | None = None) -> list[torch.Tensor]:
+    """Renders of the same latents on the base subspace, then in each domain (task order)."""
+    domains = _domains(subspaces, domains)
     base_w = subspaces.project_base(w, w_avg)
     rows = [render(G_synthesis, base_w, noise_mode)]
-    for k in range(subspaces.num_repurposed):
-        rows.append(render(G_synthesis, subspaces.edit(base_w, k), noise_mode))
+    for k in range(domains.num_domains):
+        rows.append(domains.render(G_synthesis, base_w, k, noise_mode))
     return rows
 
 
 def save_aligned_grid(G_synthesis: torch.nn.Module, G_mapping: torch.nn.Module, subspaces: LatentSubspaces,
-                      task_names: list[str], path: str, num_columns: int = 8, seed: int = 0) -> None:
+                      task_names: list[str], path: str, num_columns: int = 8, seed: int = 0,
+                      domains: ExpansionDomains | None = None) -> None:
     """Labelled grid: fixed latents on the base subspace (row 'base') and on each domain."""
     device = subspaces.basis.device
     z = torch.from_numpy(np.random.RandomState(seed).randn(num_columns, G_mapping.z_dim)).float().to(device)
     c = torch.zeros([num_columns, G_mapping.c_dim], device=device)
     with torch.no_grad():
         w = G_mapping(z, c, skip_w_avg_update=True)[:, 0]
-    rows = aligned_rows(G_synthesis, subspaces, w, G_mapping.w_avg)
+    rows = aligned_rows(G_synthesis, subspaces, w, G_mapping.w_avg, domains=domains)
     grid = image_utils.make_grid([image_utils.to_uint8(r) for r in rows], row_labels=['base'] + list(task_names))
     image_utils.save_png_atomic(grid, path)
 
 
 def snapshot_report(G_ema: torch.nn.Module, subspaces: LatentSubspaces, tasks: list, grid_path: str,
-                    n: int = 16) -> dict:
+                    n: int = 16, domains: ExpansionDomains | None = None) -> dict:
     """What a training run records at each snapshot: the labelled aligned grid at `grid_path`,
     and `{'Eval/domain/<task name>': error}`, each domain's own task error on `n` of its
     evaluation latents (projected with G_ema's w_avg, rendered with noise 'const')."""
-    save_aligned_grid(G_ema.synthesis, G_ema.mapping, subspaces, [task.name for task in tasks], grid_path)
+    domains = _domains(subspaces, domains)
+    save_aligned_grid(G_ema.synthesis, G_ema.mapping, subspaces, [task.name for task in tasks], grid_path,
+                      domains=domains)
     errors = {}
     for k, task in enumerate(tasks):
         w, context = task_latents(task, G_ema.mapping, n=n, seed=0)
         base_w = subspaces.project_base(w, G_ema.mapping.w_avg)                  # Eq. 1
         with torch.no_grad():
             base_img = render(G_ema.synthesis, base_w)
-            edit_img = render(G_ema.synthesis, subspaces.edit(base_w, k))        # Eq. 2
+            edit_img = domains.render(G_ema.synthesis, base_w, k)                # Eq. 2
             errors[f'Eval/domain/{task.name}'] = float(task.error(context, base_img, edit_img).mean())
     return errors
 

@@ -7,6 +7,10 @@ stored `expansion_cfg`. Rendering follows spec section 8 "Generation with an exp
 z -> W+ with `G_ema.mapping` (optionally truncated), projection with `mean = G_ema.mapping.w_avg`,
 step `subspace_distance`, every image with `noise_mode='const'`.
 
+Parameterised domains (tasks with `"parameterization"`, stored under `parameterized_domains`)
+are not directions: they are listed apart (`theta_names`) and render theta applied to the base
+latent (`render_theta`); the direction API (dims, traversal, composition) covers directions only.
+
 Used by generate_aligned.py, generate_mystyle.py and traverse.py.
 """
 
@@ -22,6 +26,7 @@ from training.expansion.config import parse_expansion_config
 from training.expansion.render import broadcast_ws, render
 from training.expansion.subspaces import LatentSubspaces
 from training.expansion.tasks.base import slugify
+from training.expansion.theta_domains import SNAPSHOT_KEY as THETA_SNAPSHOT_KEY, ThetaDomains, check_snapshot_entries
 
 EXPANSION_KEYS = ('latent_basis', 'repurposed_dims', 'subspace_distance')
 
@@ -74,6 +79,8 @@ class ExpandedGenerator:
         subspace_distance,          # Stored step s along a repurposed direction.
         expansion_cfg = None,       # Stored expansion config (dict or JSON text), for task names; None = 'dimNNN'.
         allow_task_import = False,  # Import dotted task types of expansion_cfg (the user's --allow-task-import).
+        parameterized_domains = None,  # Stored theta entries (snapshot key parameterized_domains); None = none.
+        source = 'snapshot',        # Where the data came from, for messages.
     ):
         self.G = G_ema.eval().requires_grad_(False)
         if getattr(self.G.mapping, 'w_avg', None) is None:
@@ -85,6 +92,10 @@ class ExpandedGenerator:
                 f'w_dim {self.G.w_dim}; the snapshot is inconsistent')
         self.dims = [int(dim) for dim in self.subspaces.repurposed_dims.tolist()]
         self.names, self.names_note = domain_names(expansion_cfg, self.dims, self.G.w_dim, allow_task_import)
+        entries = check_snapshot_entries(parameterized_domains, source)
+        self.theta_domains = ThetaDomains(self.G.synthesis, [e['name'] for e in entries],
+                                          [e['parameterization'] for e in entries], stored=entries, source=source)
+        self.theta_domains.requires_grad_(False)
 
     @classmethod
     def from_snapshot(cls, data: dict, source: str = 'snapshot', allow_task_import: bool = False) -> 'ExpandedGenerator':
@@ -97,18 +108,20 @@ class ExpandedGenerator:
             raise dnnlib.util.UserError(f'{source}: the snapshot has no G_ema network')
         try:
             return cls(data['G_ema'], data['latent_basis'], data['repurposed_dims'], data['subspace_distance'],
-                data.get('expansion_cfg'), allow_task_import)
+                data.get('expansion_cfg'), allow_task_import, data.get(THETA_SNAPSHOT_KEY), source)
         except ValueError as err:  # LatentSubspaces rejects a malformed basis or dims.
             raise dnnlib.util.UserError(f'{source}: stored expansion keys are invalid: {err}') from None
 
     def to(self, device) -> 'ExpandedGenerator':
         self.G = self.G.to(device)
         self.subspaces = self.subspaces.to(device)
+        self.theta_domains = self.theta_domains.to(device)
         return self
 
     def __repr__(self):
         domains = ', '.join(f'{dim}: {name!r}' for dim, name in zip(self.dims, self.names))
-        return f'ExpandedGenerator({self.subspaces.extra_repr()}, domains={{{domains}}})'
+        return (f'ExpandedGenerator({self.subspaces.extra_repr()}, domains={{{domains}}}, '
+                f'theta_domains={{{self.theta_domains.extra_repr()}}})')
 
     # --- facts -----------------------------------------------------------------------------
 
@@ -128,6 +141,15 @@ class ExpandedGenerator:
     @property
     def num_domains(self) -> int:
         return len(self.dims)
+
+    @property
+    def theta_names(self) -> list:
+        """Names of the parameterised domains, in config order."""
+        return list(self.theta_domains.names)
+
+    def theta_folder_name(self, j: int) -> str:
+        """Output folder of parameterised domain j: 'theta_<task-name-slug>'."""
+        return f'theta_{slugify(self.theta_domains.names[j])}'
 
     def folder_name(self, k: int) -> str:
         """Output folder of domain k: 'dimDDD_<task-name-slug>'."""
@@ -169,6 +191,25 @@ class ExpandedGenerator:
             raise dnnlib.util.UserError(f'{flag}: a domain is listed twice in {text!r}')
         return ks
 
+    def select_domains(self, text, flag: str = '--domains') -> tuple:
+        """Comma list of names/dims -> `(direction indices ks, theta indices js)` in the given
+        order; None or '' = every domain of both kinds. A theta domain is named by its task name."""
+        if text is None or str(text).strip() == '':
+            return list(range(self.num_domains)), list(range(len(self.theta_domains)))
+        ks, js = [], []
+        for part in (part.strip() for part in str(text).split(',')):
+            theta = [j for j, name in enumerate(self.theta_names) if slugify(name) == slugify(part)]
+            if theta:
+                js.append(theta[0])
+            elif self.dims:
+                ks.append(self.domain_index(part, flag))
+            else:
+                raise dnnlib.util.UserError(f"{flag}: '{part}' is not a domain of this network; valid: "
+                                            f"{', '.join(self.theta_names)}")
+        if len(set(ks)) != len(ks) or len(set(js)) != len(js):
+            raise dnnlib.util.UserError(f'{flag}: a domain is listed twice in {text!r}')
+        return ks, js
+
     # --- latents ---------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -206,6 +247,12 @@ class ExpandedGenerator:
         ks = list(range(self.num_domains)) if ks is None else ks
         base, edits = self.subspaces.edits_all(ws.to(self.device), self.w_avg)    # edits [1, K, *ws.shape]
         return self.synthesize(base), [self.synthesize(edits[0, k]) for k in ks]
+
+    @torch.no_grad()
+    def render_theta(self, ws: torch.Tensor, j: int) -> torch.Tensor:
+        """Parameterised domain j: its theta applied to the base projection of `ws`; images [N, C, H, W]."""
+        base = self.project_base(ws.to(self.device))                            # Eq. 1
+        return self.theta_domains.render(self.G.synthesis, base, j)
 
     @torch.no_grad()
     def render_traverse(self, ws: torch.Tensor, k: int, steps) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 Per step, on base-subspace latents only, the source domain keeps its original GAN loss (Eq. 5)
 and replay alignment against a frozen copy of the source synthesis network (Eq. 6); every new
-domain k trains its own adaptation loss on its repurposed subspace (Eq. 4). Total (Eq. 7):
+domain k trains its own adaptation loss on its repurposed subspace (Eq. 4), or, for a task with
+`"parameterization"`, on theta applied to its base latent (theta_domains.py). Total (Eq. 7):
 
     L = lambda_expand * sum_k L_k  +  lambda_src * L_GAN  +  lambda_recon_l2 * L2  +  lambda_recon_lpips * LPIPS
 
@@ -41,6 +42,7 @@ from training.expansion.render import broadcast_ws
 from training.expansion.subspaces import LatentSubspaces
 from training.expansion.tasks.base import build_tasks, get_task_class, registered_task_types
 from training.expansion.tasks.shared_models import SharedModels
+from training.expansion.theta_domains import SNAPSHOT_KEY as THETA_SNAPSHOT_KEY, ExpansionDomains, ThetaDomains
 
 # ---------------------------------------------------------------------------------------------
 
@@ -74,6 +76,7 @@ class DomainExpansionLoss(Loss):
         pl_decay = 0.01,                # Path-length running-mean decay.
         pl_weight = 2.0,                # Path-length weight; 0 = off.
         shared_models = None,           # SharedModels to reuse (tests inject small stand-ins); None = new.
+        parameterized_domains = None,   # Stored theta entries of the starting snapshot (resolve_inputs); None = identity.
     ):
         super().__init__()
         self.device = torch.device(device)
@@ -110,6 +113,11 @@ class DomainExpansionLoss(Loss):
             self.device, lpips_random_backbone=lpips_random_backbone)
         self.tasks = build_tasks(self.config, self.device, self.models, z_dim=G_mapping.z_dim,
                                  img_resolution=G_synthesis.img_resolution, img_channels=G_synthesis.img_channels)
+        theta_tasks = [task for task in self.config.tasks if task.parameterization is not None]
+        self.theta_domains = ThetaDomains(G_synthesis, [task.name for task in theta_tasks],
+                                          [task.parameterization for task in theta_tasks], stored=parameterized_domains,
+                                          source='the starting snapshot').to(self.device)
+        self.domains = ExpansionDomains(self.subspaces, self.config.domain_slots, self.theta_domains)
         self.perceptual = self.models.perceptual(lpips_net) if self.lambda_recon_lpips > 0 else None
 
         # Replay target: the source synthesis network, frozen (Eq. 6).
@@ -150,8 +158,12 @@ class DomainExpansionLoss(Loss):
         is a copy of `G.synthesis` as loaded (a continued run restores the original source from
         its snapshot's loss state); None when both recon lambdas are 0.
 
+        The snapshot's stored theta of parameterised tasks (`parameterized_domains`) is passed on,
+        so those domains continue from it.
+
         Returns:
-            dict(latent_basis=[w_dim, w_dim] float32 CPU tensor, G_synthesis_frozen=module or None).
+            dict(latent_basis=[w_dim, w_dim] float32 CPU tensor, G_synthesis_frozen=module or None,
+            parameterized_domains=stored entries or None).
         """
         w_dim = int(G_ema.w_dim)
         stored = snapshot.get('latent_basis') if isinstance(snapshot, dict) else None
@@ -161,7 +173,8 @@ class DomainExpansionLoss(Loss):
         recon = [loss_kwargs.get(name, default) for name, default in (
             ('lambda_recon_l2', constants.LAMBDA_RECON_L2), ('lambda_recon_lpips', constants.LAMBDA_RECON_LPIPS))]
         frozen = copy.deepcopy(G.synthesis).eval().requires_grad_(False) if any(float(v) > 0 for v in recon) else None
-        return dict(latent_basis=basis, G_synthesis_frozen=frozen)
+        stored_theta = snapshot.get(THETA_SNAPSHOT_KEY) if isinstance(snapshot, dict) else None
+        return dict(latent_basis=basis, G_synthesis_frozen=frozen, parameterized_domains=stored_theta)
 
     # --- interface with the loop -------------------------------------------------------------
 
@@ -186,8 +199,11 @@ class DomainExpansionLoss(Loss):
         return phases
 
     def trainable_params(self, name, module):
-        # Only the synthesis network adapts; the mapping (and so W) stays the source's.
-        return list(self.G_synthesis.parameters()) if name == 'G' else list(module.parameters())
+        # Only the synthesis network adapts; the mapping (and so W) stays the source's. The theta
+        # of parameterised tasks rides with G's optimizer (theta_domains.py says why).
+        if name == 'G':
+            return list(self.G_synthesis.parameters()) + list(self.theta_domains.parameters())
+        return list(module.parameters())
 
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
         if phase not in ('G_expand_and_recon', *GAN_PHASES):
@@ -233,10 +249,13 @@ class DomainExpansionLoss(Loss):
 
     def snapshot_extras(self):
         # Official key names and types (spec section 1.1).
-        return dict(expansion_cfg=self.config.to_dict(),
-                    latent_basis=self.subspaces.basis.detach().cpu().clone(),
-                    repurposed_dims=torch.tensor(self.config.repurposed_dims, dtype=torch.int32),
-                    subspace_distance=float(self.subspaces.subspace_distance))
+        extras = dict(expansion_cfg=self.config.to_dict(),
+                      latent_basis=self.subspaces.basis.detach().cpu().clone(),
+                      repurposed_dims=torch.tensor(self.config.repurposed_dims, dtype=torch.int32),
+                      subspace_distance=float(self.subspaces.subspace_distance))
+        if len(self.theta_domains) > 0:  # Ours (issue 14); absent otherwise, as in official snapshots.
+            extras[THETA_SNAPSHOT_KEY] = self.theta_domains.snapshot_entries()
+        return extras
 
     def on_snapshot(self, G_ema, run_dir, label):
         """The labelled aligned grid (base row, one row per domain) and each domain's own error."""
@@ -244,7 +263,8 @@ class DomainExpansionLoss(Loss):
         cfg_path = os.path.join(run_dir, 'expansion_cfg.json')
         if not os.path.exists(cfg_path):
             self.config.save(cfg_path)
-        return evaluation.snapshot_report(G_ema, self.subspaces, self.tasks, os.path.join(run_dir, f'expansion{label}.png'))
+        return evaluation.snapshot_report(G_ema, self.subspaces, self.tasks, os.path.join(run_dir, f'expansion{label}.png'),
+                                          domains=self.domains)
 
     # --- the expansion phase ------------------------------------------------------------------
 
@@ -289,8 +309,8 @@ class DomainExpansionLoss(Loss):
         total = base_img.new_zeros([])
 
         if self.lambda_expand > 0 and self.tasks:
-            edit_w = self.subspaces.edit(base_w, task_index)                      # Eq. 2-3
-            edit_img = self.G_synthesis(self.broadcast(edit_w), noise_mode='random')
+            # Eq. 2-3 (theta tasks: theta on the base latent instead)
+            edit_img = self.domains.render_training(self.G_synthesis, base_w, task_index, noise_mode='random')
             expand = base_img.new_zeros([])
             by_type = {}
             for k, positions, context in groups:  # each task type's loss runs once on its samples

@@ -9,6 +9,9 @@ repurposed subspace. The expansion loss drives it like this, per training step:
     edit  = subspaces.edit(base, k)                # Eq. 2, k = the task's index in the config
     loss += task.loss(batch.context, G(base), G(edit))   # sum over the n samples
 
+A task with `"parameterization"` in the config renders `G_theta(base)` instead of `G(edit)`
+(theta_domains.py); the task itself is the same class and never needs to know which.
+
 `error(...)` is the same quantity per image ([n]), used for metrics; `eval_latents(n, seed)`
 gives fixed latents for grids and metrics.
 
@@ -77,7 +80,8 @@ class BaseTask:
 
     def __init__(self, *, name: str, dimension: int, runtime: TaskRuntime):
         self.name = str(name)           # Logs, grid labels, metrics keys.
-        self.dimension = int(dimension) # Basis column this task repurposes.
+        # Basis column this task repurposes; None for a parameterised task (theta, theta_domains.py).
+        self.dimension = None if dimension is None else int(dimension)
         self.runtime = runtime
 
     # --- config-time hooks (class methods: no instance exists yet) ---
