@@ -116,8 +116,9 @@ def check_ddp_consistency(module: torch.nn.Module, ignore_regex: str | None = No
 
 
 def print_module_summary(module: torch.nn.Module, inputs: tuple, max_nesting: int = 3,
-                         skip_redundant: bool = True) -> object:
-    """Run `module(*inputs)` once and print a table of submodules, parameter counts and output shapes."""
+                         skip_redundant: bool = True, print_fn=print) -> object:
+    """Run `module(*inputs)` once and print a table of submodules, parameter counts and output shapes.
+    `print_fn(line)` writes each line (default: print; the training loop passes its log)."""
     assert isinstance(module, torch.nn.Module) and isinstance(inputs, (tuple, list))
     entries = []
     nesting = [0]
@@ -157,10 +158,10 @@ def print_module_summary(module: torch.nn.Module, inputs: tuple, max_nesting: in
                      shapes[0], dtypes[0]])
     rows += [['---'] * 5, ['Total', str(totals[0]), str(totals[1]), '', '']]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    print()
+    print_fn('')
     for row in rows:
-        print('  '.join(cell + ' ' * (w - len(cell)) for cell, w in zip(row, widths)))
-    print()
+        print_fn('  '.join(cell + ' ' * (w - len(cell)) for cell, w in zip(row, widths)))
+    print_fn('')
     return outputs
 
 # ---------------------------------------------------------------------------------------------

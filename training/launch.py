@@ -102,9 +102,12 @@ def _remove_failed_run(run_dir: str, new_outdir: str | None = None) -> None:
 def launch_training(options: dict, outdir: str, dry_run: bool = False, print_options: bool = True) -> dict | None:
     """Pick the run dir, print the options, save them, and train (in this process, in --gpus
     spawned processes, or as this torchrun rank). Returns the training summary (rank 0) or None
-    for --dry-run. `print_options=False` prints one summary line instead of the full options
-    (which are saved in the run folder's training_options.json either way)."""
+    for --dry-run. `print_options=False` is a brief console: one summary line instead of the full
+    options (saved in the run folder's training_options.json either way), and the network tables
+    only in log.txt."""
     options = copy.deepcopy(dict(options))
+    if not print_options:
+        options['logging'] = dict(options.get('logging') or {}, console_module_tables=False)
     info = distributed.torchrun_info()
     rank = info.rank if info is not None else 0
     plan = plan_run(options, outdir) if rank == 0 else None

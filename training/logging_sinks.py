@@ -43,6 +43,12 @@ class RunLog:
             self._file.write(message + '\n')
             self._file.flush()
 
+    def to_file(self, message: str = '') -> None:
+        """Append to log.txt only (what a brief console leaves out)."""
+        if self._file is not None:
+            self._file.write(message + '\n')
+            self._file.flush()
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()

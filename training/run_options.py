@@ -113,8 +113,9 @@ def setup_training_options(
     opts.cudnn_benchmark = not nobench
     opts.allow_tf32 = bool(allow_tf32)
     opts.grid_size = list(spec['grid_size'] or presets.default_grid_size(arch['img_resolution']))
-    opts.logging = dict(tensorboard=True, wandb=dict(mode=wandb, project=wandb_project, name=wandb_name,
-                                                     tags=_split_tags(wandb_tags)))
+    # console_module_tables: print the G/D tables on the console too (always in log.txt).
+    opts.logging = dict(tensorboard=True, console_module_tables=True,
+                        wandb=dict(mode=wandb, project=wandb_project, name=wandb_name, tags=_split_tags(wandb_tags)))
     opts.desc = _run_description(data_info, cfg, cond, mirror, gamma, kimg, batch, aug, p, target, augpipe, resume,
                                  freezed, expansion_cfg_file) + (f'-subset{subset}' if subset is not None else '')
     _check_hardware(gpus)

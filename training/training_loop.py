@@ -196,9 +196,12 @@ def _describe(ctx: Context) -> None:
         return
     z = torch.zeros([ctx.opts.batch_gpu, ctx.G.z_dim], device=ctx.device)
     c = torch.zeros([ctx.opts.batch_gpu, ctx.G.c_dim], device=ctx.device)
+    # The network tables always go to log.txt; the console shows them unless the launcher asked
+    # for a brief console (launch_training(print_options=False), e.g. the demo).
+    write = ctx.log if (ctx.opts.get('logging') or {}).get('console_module_tables', True) else ctx.log.to_file
     with torch.no_grad():
-        img = misc.print_module_summary(ctx.G_ema, [z, c])
-        misc.print_module_summary(ctx.D, [img, c])
+        img = misc.print_module_summary(ctx.G_ema, [z, c], print_fn=write)
+        misc.print_module_summary(ctx.D, [img, c], print_fn=write)
     ctx.log(f'Architecture: {ctx.opts.architecture_source}')
     ctx.log(f'Phases: {", ".join(f"{p.name}(every {p.interval})" for p in ctx.phases)}; '
             f'{ctx.world_size} process(es) on {ctx.device}; batch {ctx.opts.batch_size} '

@@ -1,7 +1,10 @@
-"""Progress output: tick lines give the time left (ETA); the demo prints a one-line options summary."""
+"""Progress output: tick lines give the time left (ETA); the demo prints a one-line options summary
+and keeps the network tables in log.txt."""
 
+import os
 import types
 
+import pytest
 import torch
 
 from training import training_loop
@@ -36,3 +39,26 @@ def test_options_summary_is_one_line_naming_the_key_options(tmp_path):
     assert '\n' not in line and len(line) < 300
     for part in ('StyleGAN2Loss', '0.5 kimg', 'batch 4', str(data), 'training_options.json'):
         assert part in line, part
+
+
+@pytest.mark.parametrize('print_options', [False, True])
+def test_brief_console_keeps_network_tables_in_the_log_only(tmp_path, capsys, print_options):
+    """launch_training(print_options=False) (the demo): no option dump and no G/D tables on the
+    console; log.txt has the tables either way."""
+    from training import launch, run_options
+    from training.synthetic_data import make_synthetic_dataset
+    data = make_synthetic_dataset(str(tmp_path / 'd.zip'), 8, 16, seed=0)
+    options = run_options.setup_training_options(outdir=str(tmp_path / 'runs'), data=data, cfg='tiny', batch=4,
+                                                 kimg=0.004, tick=0.004, snap=1, metrics='none', aug='noaug',
+                                                 workers=0)
+    options.logging['tensorboard'] = False
+    capsys.readouterr()
+    summary = launch.launch_training(options, str(tmp_path / 'runs'), print_options=print_options)
+    console = capsys.readouterr().out
+    with open(os.path.join(summary['run_dir'], 'log.txt')) as f:
+        log = f.read()
+    table_header = 'Module  '  # first cell of each table's header row
+    assert log.count(table_header) == 2 and 'Total' in log  # G_ema and D
+    assert console.count(table_header) == (2 if print_options else 0)
+    assert ('"G_kwargs"' in console) == print_options  # the full options dump
+    assert 'tick 0' in console and 'Exiting...' in console
