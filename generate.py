@@ -112,8 +112,9 @@ def parse_vec2(text: str | None, flag: str) -> tuple[float, float] | None:
 @click.option('--class', 'class_idx', type=int, default=None, help='Class index (conditional networks).')
 @click.option('--noise-mode', type=click.Choice(['const', 'random', 'none']), default='const',
               show_default=True, help='Per-layer noise.')
-@click.option('--projected-w', metavar='FILE.npz', help="Render these latents (projector.py's projected_w.npz) "
-              'as projNN.png instead of seeds.')
+@click.option('--projected-w', '--projected_w', 'projected_w', metavar='FILE.npz',
+              help="Render these latents (projector.py's projected_w.npz) as projNN.png instead of seeds "
+                   '(--projected_w: as the official README spells it).')
 @click.option('--outdir', required=True, metavar='DIR', help='Where to write seedNNNN.png (or projNN.png).')
 @click.option('--device', default='cpu', show_default=True, help="Torch device, e.g. 'cpu' or 'cuda'.")
 @click.option('--translate', default=None, metavar='X,Y',

@@ -67,6 +67,11 @@ def test_single_target_official_outputs_and_generate_projected_w(network, tmp_pa
     assert code == 0, err
     assert 'Generating image for projected latent 0 (1/1)' in stdout
     assert_images_close(gen_out / 'proj00.png', out / 'proj.png')           # another code path
+    # The official README types --projected_w (its option is --projected-w): both work.
+    code, stdout, err = run_cli_inprocess(generate.main, [
+        '--network', pkl, '--projected_w', str(out / 'projected_w.npz'), '--outdir', str(tmp_path / 'gen2')], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(_png(tmp_path / 'gen2' / 'proj00.png'), _png(gen_out / 'proj00.png'))
 
 
 def test_several_targets_carry_their_stem(network, tmp_path):
