@@ -352,6 +352,14 @@ def test_lpips_random_backbone_works_offline():
     again = SharedModels('cpu', lpips_random_backbone=True).perceptual('alex')
     torch.testing.assert_close(again(x, x.flip(3)), d, rtol=0, atol=0)
 
+def test_lpips_builds_without_torchvision_deprecation_noise():
+    """The lpips package passes torchvision's deprecated `pretrained=`; the demo's console stays clean."""
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        SharedModels('cpu', lpips_random_backbone=True).perceptual('alex')
+    assert not [w for w in caught if 'torchvision' in w.filename], [str(w.message) for w in caught]
+
 def test_offline_lpips_error_names_the_weights_file(monkeypatch):
     lpips = pytest.importorskip('lpips')
     def offline(*args, **kwargs):

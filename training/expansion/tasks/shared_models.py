@@ -8,6 +8,7 @@ Tests inject tiny stand-ins with `register_clip` / `register_perceptual`.
 """
 
 import os
+import warnings
 
 import torch
 
@@ -222,7 +223,11 @@ def load_lpips(net: str, device, random_backbone: bool = False):
     try:
         # A random backbone is drawn from a fixed seed (without touching the caller's RNG), so
         # distances are the same in every process and every run.
-        with torch.random.fork_rng(devices=[]):
+        # The lpips package still calls torchvision with its deprecated `pretrained=` argument;
+        # those two deprecation warnings say nothing to our user, so they are dropped here only.
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.filterwarnings('ignore', category=UserWarning, module='torchvision.models._utils',
+                                    message=r"(The parameter 'pretrained' is deprecated|Arguments other than a weight enum)")
             torch.manual_seed(RANDOM_BACKBONE_SEED)
             model = lpips.LPIPS(net=net, verbose=False, pnet_rand=random_backbone)
     except Exception as err: # urllib / OSError / RuntimeError when the backbone cannot be downloaded.
