@@ -210,7 +210,9 @@ def save_official_outputs(G_synthesis, result, target_uint8: np.ndarray, outdir:
 @click.option('--device', default='cpu', show_default=True, help="Torch device, e.g. 'cpu' or 'cuda'.")
 @click.option('--allow-task-import', is_flag=True, help='Import task classes named by dotted paths in the '
               "snapshot's expansion_cfg (only for snapshots you trust; default: registered types only).")
-@click.option('--save-video', is_flag=True, help='Also write proj.mp4: target and projection at every step (10 fps).')
+@click.option('--save-video', type=bool, is_flag=False, flag_value=True, default=False, metavar='[BOOL]',
+              help='Also write proj.mp4: target and projection at every step (10 fps). A bare flag, or the '
+                   "official tool's --save-video=BOOL (whose default is on; here it is off).")
 def main(network_pkl, target, outdir, num_steps, seed, w_plus, metric, random_backbone, expanded, resize, class_idx,
          device, allow_task_import, save_video):
     """Project images into W (or W+) of a generator; write MyStyle-ready latents."""

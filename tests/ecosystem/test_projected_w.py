@@ -74,6 +74,14 @@ def test_single_target_official_outputs_and_generate_projected_w(network, tmp_pa
     np.testing.assert_array_equal(_png(tmp_path / 'gen2' / 'proj00.png'), _png(gen_out / 'proj00.png'))
 
 
+@pytest.mark.parametrize('args, expected', [([], False), (['--save-video'], True), (['--save-video=false'], False),
+                                            (['--save-video=True'], True), (['--save-video', '0'], False)])
+def test_save_video_as_a_flag_or_the_official_bool(args, expected):
+    required = ['--network', 'n.pkl', '--target', 't.png', '--outdir', 'out']
+    with projector.main.make_context('projector.py', required + args) as ctx:
+        assert ctx.params['save_video'] is expected
+
+
 def test_several_targets_carry_their_stem(network, tmp_path):
     G, pkl = network
     (tmp_path / 'photos').mkdir()
