@@ -13,6 +13,8 @@ Owns:
     encoder.py            the encoder network (backbone, mean over K references, MLP head whose
                           last layer starts at zero) and its snapshot file;
     training.py           training the encoder on sampled ground-truth domains;
+    clip_losses.py        the text's CLIP losses in image-guided form (direction Eq. 3, inter-domain
+                          direction, in-domain angle Eq. 11, domain norm) for `losses='clip'`;
     pipeline.py           the commands train_encoder.py and encode_domain.py call;
     tasks.py              `EncodedDomain`, an expansion task whose domain is one encoder pass;
     target_clip.py        `TargetCLIP`, an expansion task with TargetCLIP's losses (text Eq. 7-9);

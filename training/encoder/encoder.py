@@ -14,7 +14,10 @@ The CPU backbone summarises an image by feature statistics, in the spirit of Ble
 encoder (Gram statistics of features, text Sec. II): the colour mean and second moments of the
 pixels, and the per-channel mean and standard deviation of two small conv stages. Colour and
 texture domains are properties of such statistics, not of where things are in the image.
-With CLIP weights, the backbone would be the CLIP image tower (not wired here; see README).
+With CLIP weights, `backbone='clip'` uses the frozen CLIP image tower instead (`ClipPairBackbone`:
+E(reference) and the pair's direction E(reference) - E(source), the quantity of Eq. 3); its
+weights are never stored in the encoder snapshot, only the CLIP model's name, and loading such a
+snapshot loads CLIP (offline: the one-line weights error).
 
 Snapshot: a `torch.save` of plain data (numbers, strings, tensors), read with
 `torch.load(weights_only=True)`; the encoder is rebuilt from the stored constructor arguments,
@@ -59,6 +62,37 @@ class StatsBackbone(torch.nn.Module):
 
 #----------------------------------------------------------------------------
 
+class ClipPairBackbone(torch.nn.Module):
+    """Pairs `[N, 2C, H, W]` (reference channels, then source) -> `[N, 2D]`: E(ref) and E(ref) - E(src)
+    of a frozen CLIP image tower E (no gradients: only the head trains)."""
+
+    def __init__(self,
+        clip,                   # ClipEncoder (training.expansion.tasks.shared_models): encode_images -> [N, D] unit vectors.
+        embed_dim,              # D, the CLIP embedding width.
+        img_channels = 3,       # Channels of one image of the pair.
+    ):
+        super().__init__()
+        self.clip = clip        # A plain attribute, not a submodule: its weights stay out of state_dict.
+        self.embed_dim = int(embed_dim)
+        self.img_channels = int(img_channels)
+        self.out_features = 2 * self.embed_dim
+
+    def forward(self, pairs):
+        misc.assert_shape(pairs, [None, 2 * self.img_channels, None, None])
+        C = self.img_channels
+        with torch.no_grad():
+            e_ref = self.clip.encode_images(pairs[:, :C].to(self.clip.device))
+            e_src = self.clip.encode_images(pairs[:, C:].to(self.clip.device))
+        misc.assert_shape(e_ref, [pairs.shape[0], self.embed_dim])
+        return torch.cat([e_ref, e_ref - e_src], dim=1).to(pairs.device)
+
+    def extra_repr(self):
+        return f'clip={self.clip!r}, embed_dim={self.embed_dim}'
+
+BACKBONES = ('stats', 'clip')
+
+#----------------------------------------------------------------------------
+
 class DomainEncoder(torch.nn.Module):
     """References and their source images `[B, K, C, H, W]` -> theta `[B, P]`
     = theta_id + head(mean_k backbone([ref_k, src_k]))."""
@@ -69,11 +103,23 @@ class DomainEncoder(torch.nn.Module):
         img_channels    = 3,    # Reference image channels.
         channels        = 32,   # Backbone conv width.
         hidden          = 256,  # MLP head width.
+        backbone        = 'stats',  # 'stats' (trained with the head) or 'clip' (frozen CLIP image tower).
+        clip_model      = None, # backbone 'clip': the CLIP model's config name (e.g. 'ViT-B/32'), stored.
+        embed_dim       = None, # backbone 'clip': its embedding width D.
+        *,
+        clip_encoder    = None, # backbone 'clip': the loaded ClipEncoder (not stored; see load_encoder_snapshot).
     ):
         super().__init__()
         self.num_params = int(num_params)
         self.img_channels = int(img_channels)
-        self.backbone = StatsBackbone(img_channels=2 * self.img_channels, channels=channels)   # [ref, src] stacked
+        if backbone not in BACKBONES:
+            raise ValueError(f'backbone must be one of {", ".join(BACKBONES)}, got {backbone!r}')
+        if backbone == 'clip':
+            if clip_encoder is None or clip_model is None or embed_dim is None:
+                raise ValueError("backbone 'clip' needs clip_model, embed_dim and the loaded clip_encoder")
+            self.backbone = ClipPairBackbone(clip_encoder, embed_dim, self.img_channels)
+        else:
+            self.backbone = StatsBackbone(img_channels=2 * self.img_channels, channels=channels)   # [ref, src] stacked
         self.head = torch.nn.Sequential(
             torch.nn.Linear(self.backbone.out_features, hidden), torch.nn.LeakyReLU(0.2),
             torch.nn.Linear(hidden, hidden), torch.nn.LeakyReLU(0.2),
@@ -82,7 +128,9 @@ class DomainEncoder(torch.nn.Module):
         torch.nn.init.zeros_(self.head[-1].bias)
         self.register_buffer('theta_identity', torch.as_tensor(theta_identity, dtype=torch.float32).reshape(self.num_params))
         self._kwargs = dict(num_params=self.num_params, img_channels=int(img_channels), channels=int(channels),
-                            hidden=int(hidden))
+                            hidden=int(hidden), backbone=str(backbone))
+        if backbone == 'clip':
+            self._kwargs.update(clip_model=str(clip_model), embed_dim=int(embed_dim))
 
     def kwargs(self) -> dict:
         """Constructor arguments (without theta_identity, which is stored as a buffer)."""
@@ -120,8 +168,13 @@ def save_encoder_snapshot(path: str, encoder: DomainEncoder, parameterization: s
     with dnnlib.util.atomic_write_path(path, durable=True) as tmp:
         torch.save(data, tmp)
 
-def load_encoder_snapshot(path: str, flag: str = '--encoder') -> tuple:
-    """(DomainEncoder in eval mode, snapshot dict without the weights); EncoderSnapshotError on a bad file."""
+def load_encoder_snapshot(path: str, flag: str = '--encoder', clip_provider=None) -> tuple:
+    """(DomainEncoder in eval mode, snapshot dict without the weights); EncoderSnapshotError on a bad file.
+
+    A CLIP-backbone encoder needs its CLIP model: `clip_provider(name) -> ClipEncoder` (e.g.
+    `SharedModels.clip`); None loads the real weights on the CPU, or raises the one-line
+    PretrainedWeightsError when they are not available.
+    """
     hint = 'pass the .pt file train_encoder.py printed'
     try:
         data = torch.load(path, map_location='cpu', weights_only=True)
@@ -134,12 +187,25 @@ def load_encoder_snapshot(path: str, flag: str = '--encoder') -> tuple:
     try:
         kwargs = dict(data['encoder_kwargs'])
         state = data['state']
+        if kwargs.get('backbone') == 'clip':
+            kwargs['clip_encoder'] = _load_clip(kwargs.get('clip_model'), clip_provider)
         encoder = DomainEncoder(theta_identity=state['theta_identity'], **kwargs)
         encoder.load_state_dict(state)
+    except dnnlib.util.UserError:
+        raise                   # The CLIP weights error: already one line naming the model.
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise EncoderSnapshotError(f"{flag}: '{path}' is damaged ({type(err).__name__}); re-run train_encoder.py") from None
     info = {k: v for k, v in data.items() if k != 'state'}
     return encoder.eval().requires_grad_(False), info
+
+def _load_clip(name, clip_provider):
+    """The ClipEncoder of a CLIP-backbone snapshot (PretrainedWeightsError passes through: it is one line)."""
+    if not isinstance(name, str):
+        raise TypeError('clip_model must be a CLIP model name')
+    if clip_provider is not None:
+        return clip_provider(name)
+    from training.expansion.tasks.shared_models import load_open_clip
+    return load_open_clip(name, torch.device('cpu'))
 
 def check_fits_generator(info: dict, source_sha256: str, flag: str = '--encoder') -> None:
     """EncoderSnapshotError unless the encoder was trained for this source pickle."""

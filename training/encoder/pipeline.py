@@ -18,6 +18,7 @@ from training import cli_helpers
 from training.encoder import encoder as encoder_module
 from training.encoder import training as encoder_training
 from training.encoder.parameterizations import get_parameterization
+from training.expansion.tasks.shared_models import SharedModels, open_clip_spec
 
 #----------------------------------------------------------------------------
 
@@ -28,23 +29,44 @@ SEED_NAME_RE = re.compile(r'^seed(\d+)\.(png|jpe?g)$', re.IGNORECASE)
 #----------------------------------------------------------------------------
 
 def train(network_pkl: str, outdir: str, steps: int = 2000, seed: int = 0, parameterization: str = 'rgb_affine',
-          device='cpu', log=print) -> str:
-    """Train an encoder for the source `network_pkl`; returns the snapshot's absolute path."""
+          device='cpu', log=print, backbone: str = 'stats', losses: str = 'pixel', clip_model: str = 'ViT-B/32',
+          clip_cache_dir: str = None, shared_models=None) -> str:
+    """Train an encoder for the source `network_pkl`; returns the snapshot's absolute path.
+
+    `backbone` / `losses` 'clip' load the CLIP model `clip_model` through `shared_models` (a
+    SharedModels; None = a new one reading `clip_cache_dir`) before any other work: offline, the
+    one-line PretrainedWeightsError, and nothing is created.
+    """
     if steps < 1:
         raise dnnlib.util.UserError(f'--steps: must be at least 1, got {steps}')
+    opts = encoder_training.EncoderTrainingOptions(steps=int(steps), seed=int(seed), backbone=backbone, losses=losses)
+    try:
+        opts.check()
+    except ValueError as err:
+        raise dnnlib.util.UserError(f'--backbone / --losses: {err}') from None
     cli_helpers.require_file(network_pkl, '--network')
     cli_helpers.check_output_dir(outdir)
+    clip = None
+    if opts.needs_clip:
+        try:
+            open_clip_spec(clip_model)
+        except ValueError as err:
+            raise dnnlib.util.UserError(f'--clip: {err}') from None
+        models = shared_models if shared_models is not None else SharedModels(torch.device(device), clip_cache_dir=clip_cache_dir)
+        clip = models.clip(clip_model)                  # PretrainedWeightsError (one line) when unavailable
     G = cli_helpers.load_generator(network_pkl, torch.device(device))
     param = get_parameterization(parameterization, G.synthesis, key='--parameterization')
     if param.img_channels != 3:
         raise dnnlib.util.UserError(f'--network: the colour-domain family needs RGB images, the generator makes {param.img_channels} channels')
-    opts = encoder_training.EncoderTrainingOptions(steps=int(steps), seed=int(seed))
-    log(f'Training a {parameterization} encoder ({param.num_params} parameters per domain) for {steps} steps')
+    log(f'Training a {parameterization} encoder ({param.num_params} parameters per domain, backbone {backbone}, '
+        f'{losses} losses) for {steps} steps')
     progress = lambda step, n, loss, secs: log(f'step {step}/{n}  loss {loss:.5f}  {secs:.0f} s')
-    encoder, _ = encoder_training.train_encoder(param, G.mapping, opts, progress=progress)
+    encoder, _ = encoder_training.train_encoder(param, G.mapping, opts, progress=progress, clip=clip,
+                                                clip_model=clip_model)
     os.makedirs(outdir, exist_ok=True)
     path = os.path.abspath(os.path.join(outdir, SNAPSHOT_NAME))
-    options = dict(network_pkl=str(network_pkl), parameterization=parameterization, **vars(opts))
+    options = dict(network_pkl=str(network_pkl), parameterization=parameterization,
+                   clip_model=clip_model if opts.needs_clip else None, **vars(opts))
     encoder_module.save_encoder_snapshot(path, encoder.cpu(), parameterization, dnnlib.util.file_sha256(network_pkl),
                                          G.img_resolution, options)
     return path

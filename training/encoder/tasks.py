@@ -58,7 +58,7 @@ class EncodedDomain(BaseTask):
         runtime,            # Injected: TaskRuntime.
     ):
         super().__init__(name=self.resolve_name(dict(references=references, name=name)), dimension=dimension, runtime=runtime)
-        net, info = load_encoder_snapshot(encoder, flag=f'{self.name}: args.encoder')
+        net, info = load_encoder_snapshot(encoder, flag=f'{self.name}: args.encoder', clip_provider=runtime.models.clip)
         pairs, problems = reference_pairs(references, sources)
         if problems:
             raise ValueError(f'{self.name}: args.{problems[0][0]}: {problems[0][1]}')

@@ -8,9 +8,10 @@ the known transform plus a pull towards the identity (issue 14, CPU demo):
     L = mean_b,j (G_theta_b(w_bj) - T_b(G(w_bj)))^2 + reg_weight * mean (theta_b - theta_id)^2
 
 The references and the targets come from different latents, so the encoder must read the domain
-from the references' statistics, not copy pixels. With CLIP weights the text's losses (image-guided
-directional loss Eq. 3, the inter-domain direction loss, domain-norm and in-domain-angle
-regularisers Eq. 11) would replace the pixel loss; they are not part of this CPU recipe.
+from the references' statistics, not copy pixels. `losses='clip'` replaces this objective by the
+text's CLIP losses (clip_losses.py: image-guided direction Eq. 3, inter-domain direction, in-domain
+angle Eq. 11, domain norm), which need only the reference pairs, never the transform's pixels;
+`backbone='clip'` embeds the references with the CLIP image tower. Both need a CLIP model.
 """
 
 import dataclasses
@@ -20,8 +21,8 @@ import numpy as np
 import torch
 
 from torch_utils import misc
-from training.encoder import domains, fit
-from training.encoder.encoder import DomainEncoder
+from training.encoder import clip_losses, domains, fit
+from training.encoder.encoder import BACKBONES, DomainEncoder
 from training.encoder.parameterizations import RgbAffine
 
 #----------------------------------------------------------------------------
@@ -38,7 +39,27 @@ class EncoderTrainingOptions:
     reg_weight:         float = 1e-3    # Weight of mean (theta - theta_id)^2.
     channels:           int = 32        # Backbone width.
     hidden:             int = 256       # Head width.
+    backbone:           str = 'stats'   # 'stats' (CPU) or 'clip' (frozen CLIP image tower).
+    losses:             str = 'pixel'   # 'pixel' (CPU recipe) or 'clip' (the text's losses, clip_losses.py).
+    clip_direction_weight: float = 1.0  # losses 'clip': weight of Eq. 3 (image-guided direction).
+    clip_tt_weight:     float = 1.0     # losses 'clip': weight of the inter-domain direction loss.
+    clip_angle_weight:  float = 1.0     # losses 'clip': weight of Eq. 11 (in-domain angle).
 
+    @property
+    def needs_clip(self) -> bool:
+        return self.backbone == 'clip' or self.losses == 'clip'
+
+    def check(self) -> None:
+        """ValueError naming the option when a choice is unknown or the step shape cannot feed the losses."""
+        if self.backbone not in BACKBONES:
+            raise ValueError(f'backbone must be one of {", ".join(BACKBONES)}, got {self.backbone!r}')
+        if self.losses not in LOSSES:
+            raise ValueError(f'losses must be one of {", ".join(LOSSES)}, got {self.losses!r}')
+        if self.losses == 'clip' and (self.domains_per_step < 2 or self.targets_per_domain < 2):
+            raise ValueError('losses clip needs domains_per_step >= 2 (inter-domain direction) and '
+                             'targets_per_domain >= 2 (in-domain angle)')
+
+LOSSES = ('pixel', 'clip')
 def stack_domains(batch: list, device) -> tuple:
     """(M `[B, 3, 3]`, b `[B, 3]`) of a list of ColourDomains."""
     parts = [d.tensors(device) for d in batch]
@@ -56,21 +77,45 @@ def render_domains(param, ws: torch.Tensor, source_img: torch.Tensor, theta: tor
         return param.apply_to_image(source_img, theta)
     return param.render(ws, theta)
 
-def train_encoder(param, G_mapping: torch.nn.Module, opts: EncoderTrainingOptions, progress=None) -> tuple:
+def build_encoder(param, opts: EncoderTrainingOptions, device, clip=None, clip_model=None) -> DomainEncoder:
+    """An untrained encoder (theta = theta_id) for `param`, with the backbone of `opts`."""
+    kwargs = dict(channels=opts.channels, hidden=opts.hidden, backbone=opts.backbone)
+    if opts.backbone == 'clip':
+        with torch.no_grad():
+            probe = clip.encode_images(torch.zeros([1, param.img_channels, 8, 8], device=clip.device))
+        kwargs.update(clip_model=clip_model or clip.name, embed_dim=probe.shape[1], clip_encoder=clip)
+    return DomainEncoder(param.num_params, param.identity(device), img_channels=param.img_channels, **kwargs).to(device)
+
+def step_loss(opts: EncoderTrainingOptions, encoder, pred, target, theta, references, reference_sources,
+              target_sources, clip=None) -> torch.Tensor:
+    """The step's objective: the CPU pixel recipe, or the text's CLIP losses (module docstring)."""
+    if opts.losses == 'clip':
+        weights = clip_losses.ClipLossWeights(direction=opts.clip_direction_weight, tt=opts.clip_tt_weight,
+                                              angle=opts.clip_angle_weight, norm=opts.reg_weight)
+        return clip_losses.clip_objective(clip, pred, target_sources, references, reference_sources, theta,
+                                          encoder.theta_identity, weights)[0]
+    return (pred - target).square().mean() + opts.reg_weight * (theta - encoder.theta_identity).square().mean()
+
+def train_encoder(param, G_mapping: torch.nn.Module, opts: EncoderTrainingOptions, progress=None,
+                  clip=None, clip_model=None) -> tuple:
     """(trained DomainEncoder, list of per-step losses).
 
     Args:
-        param:     the Parameterization (bound to the frozen synthesis network) theta belongs to.
-        G_mapping: the source mapping network (pool latents, psi 1).
-        opts:      EncoderTrainingOptions.
-        progress:  optional callable(step, num_steps, loss, seconds) called every 100 steps and at the end.
+        param:      the Parameterization (bound to the frozen synthesis network) theta belongs to.
+        G_mapping:  the source mapping network (pool latents, psi 1).
+        opts:       EncoderTrainingOptions.
+        progress:   optional callable(step, num_steps, loss, seconds) called every 100 steps and at the end.
+        clip:       ClipEncoder, required when `opts.needs_clip` (backbone or losses 'clip').
+        clip_model: its config name, stored in the snapshot (None: `clip.name`).
     """
+    opts.check()
+    if opts.needs_clip and clip is None:
+        raise ValueError("backbone / losses 'clip' need a CLIP model (clip=)")
     torch.manual_seed(opts.seed)
     device = next(G_mapping.parameters()).device
     ws_pool = fit.source_latents(G_mapping, opts.pool_size, opts.seed, param.num_ws)
     src_pool = fit.render_source(param, ws_pool)                                  # [pool, C, H, W]
-    encoder = DomainEncoder(param.num_params, param.identity(device), img_channels=param.img_channels,
-                            channels=opts.channels, hidden=opts.hidden).to(device).train()
+    encoder = build_encoder(param, opts, device, clip, clip_model).train()
     opt = torch.optim.Adam(encoder.parameters(), lr=opts.lr)
     rng = np.random.default_rng(opts.seed)
     B, m = opts.domains_per_step, opts.targets_per_domain
@@ -85,7 +130,7 @@ def train_encoder(param, G_mapping: torch.nn.Module, opts: EncoderTrainingOption
         theta = encoder(references, src_pool[ref_idx])                           # [B, P]
         theta_rows = theta.repeat_interleave(m, dim=0)                            # [B*m, P]
         pred = render_domains(param, ws_pool[tgt_idx], src_pool[tgt_idx], theta_rows)
-        loss = (pred - target).square().mean() + opts.reg_weight * (theta - encoder.theta_identity).square().mean()
+        loss = step_loss(opts, encoder, pred, target, theta, references, src_pool[ref_idx], src_pool[tgt_idx], clip)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
