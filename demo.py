@@ -13,6 +13,9 @@ class-conditional baseline (Appendix B; class 0 = source, one class per task). m
 both baselines, (b) each domain's task error and R^2 before and after, and (c) whether a domain
 leaks into another's subspace (or class). `--tasks hflip,edges` picks other Transform domains,
 `--no-mystyle` drops the MyStyle one, `--steps` sets the training length of every run.
+`--generator sg3` runs the same demo on demo/source_generator_sg3.pkl, a small StyleGAN3 (config
+T) trained by us on the same data, without the class-conditional baseline (its graft needs a
+StyleGAN2 mapping; metrics.json says so under `class_conditional_note`).
 """
 
 import glob
@@ -46,6 +49,14 @@ MYSTYLE_SEEDS = [11, 12, 13, 14]
 EVAL_SEED = 2024           # evaluation latents, disjoint from training draws
 DEFAULT_TRANSFORMS = ('grayscale', 'negative', 'hue_shift')
 HUE_DEGREES = 120          # the demo's hue_shift angle
+# --generator -> the shipped source pickle, whether the class-conditional baseline can graft onto it, and the
+# default steps per run (a StyleGAN3 step costs several times a StyleGAN2 one on the CPU: alias-free layers).
+GENERATORS = {
+    'sg2': dict(pkl=SOURCE_PKL, class_conditional=True, steps=1000),
+    'sg3': dict(pkl=os.path.join(REPO_ROOT, 'demo', 'source_generator_sg3.pkl'), class_conditional=False, steps=100),
+}
+SG3_NOTE = ('class-conditional baseline skipped: it grafts a one-hot class embedding onto a StyleGAN2 mapping '
+            '(training.class_conditional.graft); StyleGAN3 generators are not supported there yet')
 
 # ---------------------------------------------------------------------------------------------
 
@@ -120,11 +131,12 @@ def lpips_models(device) -> SharedModels:
 
 
 def run_expansion(outdir: str, cfg_path: str, data_zip: str, steps: int, batch: int, seed: int,
-                  baseline: bool, lpips_random_backbone: bool, class_conditional: bool = False) -> str:
+                  baseline: bool, lpips_random_backbone: bool, class_conditional: bool = False,
+                  source_pkl: str = SOURCE_PKL) -> str:
     """Train through train.py's own functions; returns the final snapshot path."""
     lambdas = dict(lambda_src=0, lambda_recon_l2=0, lambda_recon_lpips=0) if baseline else {}
     options = run_options.setup_training_options(
-        outdir=outdir, data=data_zip, resume=SOURCE_PKL, expansion_cfg_file=cfg_path, cfg='tiny', batch=batch,
+        outdir=outdir, data=data_zip, resume=source_pkl, expansion_cfg_file=cfg_path, cfg='tiny', batch=batch,
         kimg=steps * batch / 1000, tick=steps * batch / 1000, snap=1, metrics='none', seed=seed, aug='noaug',
         workers=0, class_conditional=class_conditional, **lambdas)
     options.loss_kwargs['lpips_random_backbone'] = lpips_random_backbone
@@ -152,8 +164,9 @@ def evaluate(G_src, G_exp, G_base, G_cc, tasks, subspaces, models, num_latents: 
             'finetune_baseline': image_distances(models, render(G_base.synthesis, base_w), source)}
     # Class 0 of the class-conditional baseline against the source, same z (it has no subspaces).
     with torch.no_grad():
-        base['class_conditional'] = image_distances(models, render(G_cc.synthesis, cc_evaluation.class_w(
-            G_cc.mapping, z, 0)), render(G_src.synthesis, w))
+        if G_cc is not None:
+            base['class_conditional'] = image_distances(models, render(G_cc.synthesis, cc_evaluation.class_w(
+                G_cc.mapping, z, 0)), render(G_src.synthesis, w))
     before = evaluation.error_matrix(G_src.synthesis, G_src.mapping, subspaces, tasks, G_src.mapping.w_avg,
                                          n=num_latents, seed=EVAL_SEED)
     after = evaluation.error_matrix(G_exp.synthesis, G_src.mapping, subspaces, tasks, G_src.mapping.w_avg,
@@ -172,7 +185,8 @@ def evaluate(G_src, G_exp, G_base, G_cc, tasks, subspaces, models, num_latents: 
                                  if task.name in r2_after else {}),
                               'on_other_subspaces': others}
     return {'base': base, 'domains': domains,
-            'class_conditional': evaluate_class_conditional(G_src, G_cc, tasks, num_latents)}
+            'class_conditional': (evaluate_class_conditional(G_src, G_cc, tasks, num_latents)
+                                  if G_cc is not None else None)}
 
 
 def evaluate_class_conditional(G_src, G_cc, tasks, num_latents: int) -> dict:
@@ -212,8 +226,8 @@ def next_run_dir(root: str) -> str:
     return os.path.join(root, f'{max(existing, default=-1) + 1:05d}')
 
 
-def run_demo(outdir: str = 'demo_out', steps: int = 1000, batch: int = 8, seed: int = 0,
-             num_eval_latents: int = 32, transforms=DEFAULT_TRANSFORMS, mystyle: bool = True) -> str:
+def run_demo(outdir: str = 'demo_out', steps: int | None = None, batch: int = 8, seed: int = 0,
+             num_eval_latents: int = 32, transforms=DEFAULT_TRANSFORMS, mystyle: bool = True, generator: str = 'sg2') -> str:
     """Expand the shipped generator, train the baseline, evaluate; returns the metrics.json path.
 
     Everything goes to a new numbered folder under `outdir` (demo_out/00000, demo_out/00001, ...).
@@ -221,7 +235,11 @@ def run_demo(outdir: str = 'demo_out', steps: int = 1000, batch: int = 8, seed: 
     if os.path.exists(outdir) and not os.path.isdir(outdir):
         raise dnnlib.util.UserError(f'--outdir {outdir}: exists and is not a folder; choose another path')
     outdir = next_run_dir(os.path.abspath(outdir))
-    src = load_source()
+    if generator not in GENERATORS:
+        raise dnnlib.util.UserError(f"--generator {generator}: choose one of {', '.join(GENERATORS)}")
+    source_pkl = GENERATORS[generator]['pkl']
+    steps = GENERATORS[generator]['steps'] if steps is None else steps
+    src = load_source(source_pkl)
     G_src = src['G_ema'].eval()
     os.makedirs(outdir, exist_ok=True)
 
@@ -238,16 +256,19 @@ def run_demo(outdir: str = 'demo_out', steps: int = 1000, batch: int = 8, seed: 
     for run, data, baseline, class_conditional in (('expanded', data_zip, False, False),
                                                    ('finetune_baseline', None, True, False),
                                                    ('class_conditional', data_zip, False, True)):
+        if class_conditional and not GENERATORS[generator]['class_conditional']:
+            print(f'Note: {SG3_NOTE}', flush=True)
+            continue
         start = time.time()
         pkls[run] = run_expansion(os.path.join(outdir, run), cfg_path, data, steps, batch, seed, baseline=baseline,
-                                  lpips_random_backbone=models.lpips_random_backbone,
+                                  lpips_random_backbone=models.lpips_random_backbone, source_pkl=source_pkl,
                                   class_conditional=class_conditional)
         seconds[run] = time.time() - start
     exp_pkl, base_pkl = pkls['expanded'], pkls['finetune_baseline']
 
     exp = load_source(exp_pkl)
     G_exp, G_base = exp['G_ema'].eval(), load_source(base_pkl)['G_ema'].eval()
-    G_cc = load_source(pkls['class_conditional'])['G_ema'].eval()
+    G_cc = load_source(pkls['class_conditional'])['G_ema'].eval() if 'class_conditional' in pkls else None
     subspaces = LatentSubspaces(exp['latent_basis'], exp['repurposed_dims'].tolist(), exp['subspace_distance'])
     config = parse_expansion_config(exp['expansion_cfg'], w_dim=G_src.w_dim, img_resolution=G_src.img_resolution)
     tasks = build_tasks(config, 'cpu', models, z_dim=G_src.z_dim, img_resolution=G_src.img_resolution)
@@ -255,8 +276,12 @@ def run_demo(outdir: str = 'demo_out', steps: int = 1000, batch: int = 8, seed: 
                'steps': steps, 'batch': batch, 'seconds': sum(seconds.values()), 'seconds_by_run': seconds,
                'lpips_backbone': models.lpips_backbone('alex'),
                'expanded_snapshot': os.path.abspath(exp_pkl), 'expansion_cfg': cfg_path,
-               'class_conditional_snapshot': os.path.abspath(pkls['class_conditional']),
+               'class_conditional_snapshot': os.path.abspath(pkls['class_conditional']) if G_cc is not None else None,
                **evaluate(G_src, G_exp, G_base, G_cc, tasks, subspaces, models, num_eval_latents)}
+    if generator == 'sg3':
+        metrics.update(generator=f'demo/source_generator_sg3.pkl: {G_src.img_resolution}x{G_src.img_resolution} '
+                                 f'StyleGAN3 config T (w_dim {G_src.w_dim}), trained by us on the same procedural data',
+                       class_conditional_note=SG3_NOTE)
     save_demo_grid(G_src, G_exp, subspaces, [t.name for t in tasks], os.path.join(outdir, 'aligned_grid.png'))
     path = os.path.join(outdir, 'metrics.json')
     dnnlib.util.write_json_atomic(path, metrics)
@@ -267,16 +292,19 @@ def run_demo(outdir: str = 'demo_out', steps: int = 1000, batch: int = 8, seed: 
 
 @click.command()
 @click.option('--outdir', default='demo_out', show_default=True, help='Where the demo writes everything.')
-@click.option('--steps', type=click.IntRange(min=1), default=1000, show_default=True, help='Training steps per run.')
+@click.option('--steps', type=click.IntRange(min=1), default=None,
+              help='Training steps per run [default: 1000; 100 with --generator sg3].')
 @click.option('--batch', type=click.IntRange(min=4), default=8, show_default=True, help='Batch size.')
 @click.option('--seed', type=int, default=0, show_default=True, help='Training seed.')
 @click.option('--tasks', default=','.join(DEFAULT_TRANSFORMS), show_default=True,
               help='Transform domains, comma-separated (e.g. hflip,edges).')
 @click.option('--mystyle/--no-mystyle', default=True, show_default=True, help='Also add the MyStyle domain.')
-def main(outdir, steps, batch, seed, tasks, mystyle):
+@click.option('--generator', type=click.Choice(list(GENERATORS)), default='sg2', show_default=True,
+              help='Source generator: the StyleGAN2 or the StyleGAN3 (config T) one in demo/.')
+def main(outdir, steps, batch, seed, tasks, mystyle, generator):
     """Expand the shipped demo generator, train both baselines, write metrics.json (its path is the last line)."""
     transforms = parse_transforms(tasks)  # before any work
-    path = run_demo(outdir, steps=steps, batch=batch, seed=seed, transforms=transforms, mystyle=mystyle)
+    path = run_demo(outdir, steps=steps, batch=batch, seed=seed, transforms=transforms, mystyle=mystyle, generator=generator)
     with open(path) as f:
         print(summary_table(json.load(f)))
     print(path)
@@ -289,17 +317,19 @@ def summary_table(metrics: dict) -> str:
              f"LPIPS backbone: {metrics['lpips_backbone']}", '',
              '| base drift vs source | expansion | fine-tune | class-conditional |', '|---|---:|---:|---:|']
     for key in ('l2', 'lpips'):
-        lines.append(f'| {key} | ' + ' | '.join(f"{base[run][key]:.4f}" for run in
+        lines.append(f'| {key} | ' + ' | '.join(f"{base[run][key]:.4f}" if run in base else '-' for run in
                                                ('expanded', 'finetune_baseline', 'class_conditional')) + ' |')
     lines += ['', '| domain | error before -> after | R^2 before -> after | leaks | class-cond. error | '
               'class-cond. R^2 | class-cond. leaks |', '|---|---:|---:|:---:|---:|---:|:---:|']
-    cc = metrics['class_conditional']['domains']
+    cc = (metrics['class_conditional'] or {}).get('domains', {})
     for name, d in metrics['domains'].items():
-        c = cc[name]
+        c = cc.get(name)
         r2 = lambda e: f"{e['r2_before']:.2f} -> {e['r2_after']:.2f}" if 'r2_after' in e else '-'
         leaks = lambda e, key: 'yes' if any(o['after'] <= e['error_after'] for o in e[key].values()) else 'no'
+        cc_cells = (f"{c['error_after']:.4f} | {r2(c)} | {leaks(c, 'on_other_classes')}" if c is not None
+                    else '- | - | -')                                       # no class-conditional run (sg3)
         lines.append(f"| {name} | {d['error_before']:.4f} -> {d['error_after']:.4f} | {r2(d)} | "
-                     f"{leaks(d, 'on_other_subspaces')} | {c['error_after']:.4f} | {r2(c)} | {leaks(c, 'on_other_classes')} |")
+                     f"{leaks(d, 'on_other_subspaces')} | {cc_cells} |")
     lines.append(f"\nGrid: {os.path.join(os.path.dirname(metrics['expansion_cfg']), 'aligned_grid.png')}")
     return '\n'.join(lines)
 
