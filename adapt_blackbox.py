@@ -14,6 +14,7 @@ from training import cli_helpers
 from training.blackbox import inversion
 from training.blackbox import mixing
 from training.blackbox import pipeline
+from training.blackbox.diffusion import VARIANCES
 
 # ---------------------------------------------------------------------------------------------
 
@@ -34,14 +35,18 @@ from training.blackbox import pipeline
               help='Style-mixing weight alpha on the later layers (0: no mixing).')
 @click.option('--geom-k', type=int, default=5, show_default=True, help='Tangent subspace dimension k of L_geom.')
 @click.option('--timesteps', type=int, default=pipeline.DEFAULT_TIMESTEPS, show_default=True, help='Diffusion steps T.')
+@click.option('--step-variance', type=click.Choice(VARIANCES), default=pipeline.DEFAULT_STEP_VARIANCE, show_default=True,
+              help='Reverse-step variance of the sampler: beta_t (exact for standardised Gaussian latents) or the posterior variance.')
+@click.option('--ema-decay', type=float, default=pipeline.DEFAULT_EMA_DECAY, show_default=True,
+              help='The sampler keeps the moving average of its weights with this decay per step (0: the last weights).')
 @click.option('--inversion-steps', type=int, default=inversion.DEFAULT_STEPS, show_default=True,
               help='Optimisation steps per target image.')
 @click.option('--device', default='cpu', show_default=True, help="Torch device, e.g. 'cpu' or 'cuda'.")
 def main(network_pkl, targets, outdir, steps, seed, batch, lr, loss, vgg, mix_alpha, geom_k, timesteps,
-         inversion_steps, device):
+         step_variance, ema_decay, inversion_steps, device):
     """Adapt a frozen generator to target images with a latent diffusion sampler."""
     path = pipeline.adapt(network_pkl, targets, outdir, steps=steps, seed=seed, batch=batch, lr=lr, loss=loss, vgg=vgg,
-                          mix_alpha=mix_alpha, geom_k=geom_k, timesteps=timesteps, inversion_steps=inversion_steps,
+                          mix_alpha=mix_alpha, geom_k=geom_k, timesteps=timesteps, step_variance=step_variance, ema_decay=ema_decay, inversion_steps=inversion_steps,
                           device=cli_helpers.parse_device(device))
     print(path)
 

@@ -4,11 +4,15 @@ Examples:
     python calc_metrics.py --list
     python calc_metrics.py --metrics fid50k_full,pr50k3_full --network runs/00000-x/network-snapshot-000400.pkl
     python calc_metrics.py --metrics fid50k_full --network net.pkl --data ~/datasets/ffhq.zip --mirror 1
+    python calc_metrics.py --metrics prdc_tiny --network net.pkl --features w --data real_ws.npy [--sampler sampler-snapshot.pt]
 
 Without --data the dataset recorded in the pickle (`training_set_kwargs`) is used. Results are
 printed as JSON lines and, when --network is a local file, appended to
 `metric-<name>.jsonl` next to it. `--gpus N` runs N processes (one per CUDA device; gloo
-processes on a CPU-only machine).
+processes on a CPU-only machine). With `--features w` the prdc* metrics compare latents: --data
+is a .npy/.npz file of real W `[N, w_dim]` or W+ `[N, num_ws, w_dim]` latents, the generated ones
+are the mapping network's, or a black-box sampler's (`--sampler`, the latents generate_blackbox.py
+renders for seeds SEED ..).
 """
 
 import os
@@ -24,6 +28,8 @@ import training.networks  # noqa: F401 (registers the persistent classes that --
 from metrics import feature_networks
 from metrics import metric_main
 from metrics import prdc
+from training.blackbox import pipeline as blackbox_pipeline
+from training.blackbox import sampler as blackbox_sampler
 from training.expansion import evaluation as _expansion_evaluation  # noqa: F401 (registers its metrics)
 
 # ---------------------------------------------------------------------------------------------
@@ -100,6 +106,43 @@ def expansion_extra(network_dict: dict, parent_pkl: str | None) -> dict:
     return extra
 
 
+def check_latent_options(metric_list: list, data: str | None, sampler_pkl: str | None, features: str, gpus: int) -> None:
+    """UsageError for --features w / --sampler combinations that cannot work (before any work)."""
+    if sampler_pkl is not None and features != 'w':
+        raise click.UsageError('--sampler: only used with --features w (PRDC of the sampler\'s latents); '
+                               'for images, render them with generate_blackbox.py')
+    if features != 'w':
+        return
+    others = [m for m in metric_list if not m.startswith('prdc')]
+    if others:
+        raise click.UsageError(f"--features w: only the prdc* metrics compare latents, not {', '.join(others)}; "
+                               f"compute those in a separate call without --features w")
+    if data is None:
+        raise click.UsageError('--features w: pass --data LATENTS.npy (real W [N, w_dim] or W+ [N, num_ws, w_dim] latents)')
+    if gpus != 1:
+        raise click.UsageError('--features w: latent PRDC runs in one process; drop --gpus')
+    if sampler_pkl is not None and not os.path.isfile(sampler_pkl):
+        raise click.UsageError(f"--sampler: file not found: '{sampler_pkl}'")
+
+
+def latent_extra(network_dict: dict, network_pkl: str, data: str, sampler_pkl: str | None) -> dict:
+    """Inputs of the prdc* metrics with --features w: the real latents (checked against G_ema)
+    and, with --sampler, the sampler's latent source (checked to fit the network)."""
+    G = network_dict['G_ema']
+    real = prdc.load_latents(data)
+    prdc.check_latents(real, G.synthesis.num_ws, G.w_dim)
+    extra = dict(prdc_real_latents=real)
+    if sampler_pkl is not None:
+        if real.ndim != 3:
+            raise click.UsageError('--data: the sampler draws W+ latents; pass real W+ latents [N, num_ws, w_dim]')
+        if not os.path.isfile(network_pkl):
+            raise click.UsageError('--sampler: needs --network as a local file (its SHA-256 must match the sampler\'s source)')
+        sampler, info = blackbox_sampler.load_sampler_snapshot(sampler_pkl)
+        blackbox_sampler.check_fits_generator(info, G, dnnlib.util.file_sha256(network_pkl))
+        extra['prdc_fake_latents'] = blackbox_pipeline.metric_latent_source(sampler, info)
+    return extra
+
+
 def _process(rank: int, args: dnnlib.EasyDict, temp_dir: str) -> list:
     # One process per device; rank 0 reports.
     use_cuda = torch.cuda.is_available()
@@ -135,8 +178,11 @@ def _process(rank: int, args: dnnlib.EasyDict, temp_dir: str) -> list:
 def calc_metrics(network_pkl: str, metrics: str = 'fid50k_full', data: str | None = None, mirror: bool | None = None,
                  gpus: int = 1, verbose: bool = True, detector_dir: str | None = None, cache: bool = True,
                  seed: int = 0, num_workers: int = 3, tiny_items: int = 256, parent_pkl: str | None = None,
-                 features: str = 'inception', allow_task_import: bool = False) -> list:
+                 features: str = 'inception', sampler_pkl: str | None = None, allow_task_import: bool = False) -> list:
     """Compute `metrics` (comma-separated names, or 'none') for the G_ema of `network_pkl`.
+
+    `features`: what the prdc* metrics compare (metrics/prdc.py); with 'w', `data` is a file of
+    real latents and `sampler_pkl` (optional) a black-box sampler snapshot whose latents are compared.
 
     `allow_task_import`: the user's --allow-task-import; without it the expansion metrics resolve
     only registered task types from the snapshot's expansion_cfg (a dotted path is refused).
@@ -155,20 +201,23 @@ def calc_metrics(network_pkl: str, metrics: str = 'fid50k_full', data: str | Non
         raise click.UsageError(f"--parent: file not found: '{parent_pkl}'")
     if detector_dir is not None and not os.path.isdir(detector_dir):
         raise click.UsageError(f"--detector-dir: no such directory: '{detector_dir}'")
+    check_latent_options(metric_list, data, sampler_pkl, features, gpus)
     if not metric_list:
         if verbose:
             print('No metrics requested (--metrics none).')
         return []
 
     network_dict = load_network(network_pkl)
-    dataset_kwargs = resolve_dataset_kwargs(network_dict, data, mirror)
+    latents_extra = latent_extra(network_dict, network_pkl, data, sampler_pkl) if features == 'w' else {}
+    dataset_kwargs = resolve_dataset_kwargs(network_dict, data, mirror) if features != 'w' else None
     needs_data = [m for m in metric_list if metric_main.metric_needs_real_images(m)]
-    if dataset_kwargs is None and needs_data:
+    if dataset_kwargs is None and needs_data and features != 'w':
         raise click.UsageError(f"--data: required for {', '.join(needs_data)} (the network pickle records no "
                                f"training dataset); pass --data DIR_OR_ZIP")
 
     extra = expansion_extra(network_dict, parent_pkl)
     extra['prdc_features'] = features  # What the prdc* metrics compare (metrics/prdc.py).
+    extra.update(latents_extra)
     extra['allow_task_import'] = bool(allow_task_import)  # training/expansion/evaluation.py
     args = dnnlib.EasyDict(metrics=metric_list, G=network_dict['G_ema'], dataset_kwargs=dataset_kwargs or {}, extra=extra,
                            num_gpus=gpus, verbose=verbose, detector_dir=detector_dir, cache=cache, seed=seed,
@@ -176,7 +225,7 @@ def calc_metrics(network_pkl: str, metrics: str = 'fid50k_full', data: str | Non
                            run_dir=os.path.dirname(os.path.abspath(network_pkl)) if os.path.isfile(network_pkl) else None)
     if verbose:
         print(f'Network: {network_pkl}')
-        print(f'Dataset: {dict(args.dataset_kwargs) if args.dataset_kwargs else "(none)"}')
+        print(f'Dataset: {dict(args.dataset_kwargs) if args.dataset_kwargs else (data if features == "w" else "(none)")}')
         print(f'Processes: {gpus} ({"CUDA" if torch.cuda.is_available() else "CPU, gloo"})')
     with tempfile.TemporaryDirectory() as temp_dir:
         if gpus == 1:
@@ -195,7 +244,8 @@ _USER_ERRORS = (dnnlib.util.UserError, ValueError, OSError, pickle.UnpicklingErr
 @click.option('--network', 'network_pkl', help='Network pickle (path or URL)', metavar='PATH')
 @click.option('--metrics', help='Comma-separated metric names, or none  [default: fid50k_full]',
               default='fid50k_full', show_default=False, metavar='LIST')
-@click.option('--data', help='Dataset folder or zip  [default: the one recorded in the pickle]', metavar='PATH')
+@click.option('--data', help='Dataset folder or zip  [default: the one recorded in the pickle]; with --features w, '
+              'a .npy/.npz of real W [N, w_dim] or W+ [N, num_ws, w_dim] latents', metavar='PATH')
 @click.option('--mirror', help='Whether the dataset was x-flipped in training  [default: as recorded]',
               type=bool, is_flag=False, flag_value=True, default=None, metavar='BOOL')
 @click.option('--gpus', help='Number of processes (CUDA devices)', type=click.IntRange(min=1), default=1, show_default=True)
@@ -212,12 +262,14 @@ _USER_ERRORS = (dnnlib.util.UserError, ValueError, OSError, pickle.UnpicklingErr
 @click.option('--parent', 'parent_pkl', help='Parent (source) network pickle, for the base-vs-parent FID of an '
               'expanded network', metavar='PATH')
 @click.option('--features', type=click.Choice(prdc.FEATURE_KINDS), default='inception', show_default=True,
-              help='Features of the prdc* metrics: Inception pool features, or raw pixels (toy data)')
+              help='Features of the prdc* metrics: Inception pool features, raw pixels (toy data), or latents (w)')
+@click.option('--sampler', 'sampler_pkl', metavar='PT', help='With --features w: a black-box sampler snapshot '
+              '(adapt_blackbox.py) whose latents are compared instead of the mapping network\'s')
 @click.option('--allow-task-import', is_flag=True, help='Import task classes named by dotted paths in the '
               "snapshot's expansion_cfg (only for snapshots you trust; default: registered types only)")
 @click.option('--list', 'list_metrics', help='List the available metrics and exit', is_flag=True)
 def main(network_pkl, metrics, data, mirror, gpus, verbose, detector_dir, cache, seed, num_workers, tiny_items,
-         parent_pkl, features, allow_task_import, list_metrics):
+         parent_pkl, features, sampler_pkl, allow_task_import, list_metrics):
     """Compute quality metrics (FID, KID, precision/recall, IS, PPL, ...) of a network pickle."""
     if list_metrics:
         for name in metric_main.list_valid_metrics():
@@ -228,7 +280,8 @@ def main(network_pkl, metrics, data, mirror, gpus, verbose, detector_dir, cache,
     try:
         calc_metrics(network_pkl=network_pkl, metrics=metrics, data=data, mirror=mirror, gpus=gpus, verbose=verbose,
                      detector_dir=detector_dir, cache=cache, seed=seed, num_workers=num_workers, tiny_items=tiny_items,
-                     parent_pkl=parent_pkl, features=features, allow_task_import=allow_task_import)
+                     parent_pkl=parent_pkl, features=features, sampler_pkl=sampler_pkl,
+                     allow_task_import=allow_task_import)
     except click.ClickException:
         raise
     except _USER_ERRORS as e:

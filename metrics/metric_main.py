@@ -361,11 +361,13 @@ def ppl_tiny(opts):
 
 # ---------------------------------------------------------------------------------------------
 # Precision, recall, density and coverage (Naeem et al. 2020; metrics/prdc.py), k = 5. Features:
-# Inception pool features, or raw pixels with calc_metrics.py --features pixels (toy data).
+# Inception pool features, raw pixels with calc_metrics.py --features pixels (toy data), or
+# latents with --features w (real latents from a file instead of dataset images).
 
 
 def _prdc(opts, name, max_real, num_gen, nearest_k=prdc.DEFAULT_K):
-    _real_images(opts, name)
+    if prdc.feature_kind(opts) != 'w':
+        _real_images(opts, name)
     opts.require_G(name)
     values = prdc.compute_prdc_metric(opts, max_real=max_real, num_gen=num_gen, nearest_k=nearest_k)
     return {f'{name}_{key}': value for key, value in values.items()}

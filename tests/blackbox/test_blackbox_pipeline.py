@@ -137,6 +137,8 @@ def test_adapt_and_generate_end_to_end(setup, tmp_path, capsys):
     (dict(extra=['--geom-k', '5', '--batch', '4']), '--geom-k'),
     (dict(extra=['--mix-alpha', '2']), '--mix-alpha'),
     (dict(extra=['--steps', '0']), '--steps'),
+    (dict(extra=['--ema-decay', '1']), '--ema-decay'),
+    (dict(extra=['--step-variance', 'large']), '--step-variance'),
 ])
 def test_adapt_bad_input_is_one_line_and_writes_nothing(setup, tmp_path, capsys, change, flag):
     targets = str(tmp_path / 'missing') if change.get('targets') else setup['targets']

@@ -85,7 +85,7 @@ def test_registered_prdc_tiny_on_pixels(tmp_path):
     replay = metric_main.calc_metric('prdc_tiny', G=ReplayGenerator(data), **opts).results
     assert replay == {f'prdc_tiny_{key}': 1.0 for key in KEYS}
     with pytest.raises(ValueError, match='--features'):
-        metric_main.calc_metric('prdc_tiny', G=ReplayGenerator(data), **dict(opts, extra=dict(prdc_features='w')))
+        metric_main.calc_metric('prdc_tiny', G=ReplayGenerator(data), **dict(opts, extra=dict(prdc_features='bogus')))
 
 
 def test_calc_metrics_features_pixels(tmp_path):

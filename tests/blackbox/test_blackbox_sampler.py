@@ -47,22 +47,38 @@ def test_add_noise_statistics():
     torch.testing.assert_close(xt.var(), (1 - s.abar[7]).float(), atol=0.03, rtol=0)
 
 
-def test_sampling_with_the_exact_denoiser_recovers_a_gaussian():
-    # For data x0 ~ N(m, v), E[x0 | x_t] = m + sqrt(abar) v / (abar v + 1 - abar) (x_t - sqrt(abar) m).
-    # Ancestral steps with the posterior variance (Ho et al.'s smaller sigma^2 choice) are exact as
-    # T -> infinity and slightly under-disperse for finite T (var 0.23 at T = 100, 0.246 at 1000).
-    s = DiffusionSchedule(num_timesteps=1000)
-    m, v = 1.5, 0.25
-
+def _gaussian_oracle(s: DiffusionSchedule, m: float, v: float):
+    """The exact x0 predictor for data x0 ~ N(m, v): E[x0 | x_t] = m + sqrt(abar) v / (abar v + 1 - abar) (x_t - sqrt(abar) m)."""
     def oracle(x, t):
         a = s.abar[t].float()[:, None]
         return m + a.sqrt() * v / (a * v + 1 - a) * (x - a.sqrt() * m)
+    return oracle
 
+
+@pytest.mark.parametrize('variance', ['beta', 'posterior'])
+def test_sampling_with_the_exact_denoiser_recovers_a_gaussian(variance):
+    # Both of Ho et al.'s step variances are exact as T -> infinity.
+    s = DiffusionSchedule(num_timesteps=1000, variance=variance)
+    m, v = 1.5, 0.25
     noise = torch.randn([1000, 20000, 1], generator=torch.Generator().manual_seed(1))
-    x = s.sample(oracle, noise)
+    x = s.sample(_gaussian_oracle(s, m, v), noise)
     assert abs(float(x.mean()) - m) < 0.02 and abs(float(x.var()) - v) < 0.01
     dirac = s.sample(lambda x, t: torch.full_like(x, -3.0), noise[:, :5])       # one point: returned exactly
     torch.testing.assert_close(dirac, torch.full_like(dirac, -3.0))
+
+
+def test_beta_variance_keeps_standardised_latents_dispersed_at_few_steps():
+    # Standardised latents have unit variance per coordinate; at T = 50 sigma^2 = beta_t keeps it
+    # (exact for N(0, 1) data), the posterior variance under-disperses (about 0.92): why 'beta' is
+    # the default. 40000 draws: the variance's standard error is about 0.007.
+    noise = torch.randn([50, 40000, 1], generator=torch.Generator().manual_seed(2))
+    var = {}
+    for variance in ('beta', 'posterior'):
+        s = DiffusionSchedule(num_timesteps=50, variance=variance)
+        var[variance] = float(s.sample(_gaussian_oracle(s, 0.0, 1.0), noise).var())
+    assert abs(var['beta'] - 1) < 0.03 and var['posterior'] < 0.95, var
+    with pytest.raises(ValueError, match='variance'):
+        DiffusionSchedule(num_timesteps=50, variance='large')
 
 # ---------------------------------------------------------------------------------------------
 # U-Net, normaliser, sampler.
@@ -151,3 +167,43 @@ def test_vgg_imagenet_weights_offline_error_is_one_line(monkeypatch, tmp_path):
         vgg_module.load_vgg16('imagenet')
     message = str(info.value)
     assert '\n' not in message and 'vgg16-397923af.pth' in message and '--vgg random' in message
+
+
+def test_snapshot_keeps_the_step_variance_and_old_snapshots_keep_theirs(tmp_path):
+    from training.blackbox.sampler import LEGACY_STEP_VARIANCE, load_sampler_snapshot, save_sampler_snapshot
+    sampler = LatentSampler(dict(num_ws=2, w_dim=8, base_channels=8, channel_mults=(1, 2)),
+                            dict(num_timesteps=5, variance='beta'))
+    path = str(tmp_path / 'new.pt')
+    save_sampler_snapshot(path, sampler, 'sha', 0.0, 1, {})
+    assert load_sampler_snapshot(path)[0].schedule.variance == 'beta'
+    data = torch.load(path, weights_only=True)
+    del data['schedule_kwargs']['variance']                                 # written before the option existed
+    torch.save(data, tmp_path / 'old.pt')
+    assert load_sampler_snapshot(str(tmp_path / 'old.pt'))[0].schedule.variance == LEGACY_STEP_VARIANCE == 'posterior'
+
+
+def test_train_sampler_ends_with_the_moving_average_of_its_weights():
+    from training.blackbox.training import train_sampler
+    torch.manual_seed(0)
+    net = UNet1D(2, 8, base_channels=8, channel_mults=(1, 2))
+    start = [p.detach().clone() for p in net.parameters()]
+    iterates = []
+
+    def loss_fn(denoiser, x0, generator):
+        t = torch.zeros([len(x0)], dtype=torch.int64)
+        loss = (denoiser(x0, t) - x0).square().mean()
+        return loss, dict(mse=float(loss))
+
+    def record(step, num_steps, terms):
+        iterates.append([p.detach().clone() for p in net.parameters()])      # the live (optimised) weights
+
+    train_sampler(net, loss_fn, torch.randn(6, 2, 8), 5, 3, 1e-2, 0, record, ema_decay=0.5)
+    expected = start
+    for step, weights in enumerate(iterates):                              # EMA with the warm-up of train_sampler
+        decay = min(0.5, (1 + step) / (10 + step))
+        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, weights)]
+    for got, want in zip(net.parameters(), expected):
+        torch.testing.assert_close(got, want)
+    assert any(not torch.equal(p, w) for p, w in zip(net.parameters(), iterates[-1]))   # not the last iterate
+    with pytest.raises(ValueError, match='ema_decay'):
+        train_sampler(net, loss_fn, torch.randn(6, 2, 8), 1, 3, 1e-2, 0, ema_decay=1.0)

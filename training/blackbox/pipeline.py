@@ -21,6 +21,7 @@ from training.blackbox import mixing
 from training.blackbox import sampler as sampler_module
 from training.blackbox import targets as targets_module
 from training.blackbox import vgg as vgg_module
+from training.blackbox.diffusion import VARIANCES
 from training.blackbox.training import train_sampler
 
 #----------------------------------------------------------------------------
@@ -31,7 +32,9 @@ from training.blackbox.training import train_sampler
 DEFAULT_STEPS = 1000        # Sampler optimiser steps.
 DEFAULT_BATCH = 8           # Latents per step (the paper's b = 8).
 DEFAULT_LR = 1e-3           # Adam step size (the paper's value is lost in our copy of the text).
-DEFAULT_TIMESTEPS = 50      # Diffusion steps T.
+DEFAULT_TIMESTEPS = 100     # Diffusion steps T (only sampling costs grow with T; training draws one t per latent).
+DEFAULT_STEP_VARIANCE = 'beta'  # Reverse-step variance (diffusion.VARIANCES; README for the measured effect).
+DEFAULT_EMA_DECAY = 0.999   # The sampler keeps the EMA of its weights (training.train_sampler; 0: last iterate).
 LOSSES = ('full', 'mse')    # Eq. 2, or the MSE-only baseline.
 SNAPSHOT_NAME = 'sampler-snapshot.pt'
 CACHE_DIR_NAME = 'inversion-cache'
@@ -56,13 +59,17 @@ def check_adapt_options(o: dnnlib.EasyDict, num_targets: int) -> None:
         raise dnnlib.util.UserError(f'--geom-k: must be in [1, --batch - 1 = {o.batch - 1}], got {o.geom_k}')
     if o.timesteps < 2:
         raise dnnlib.util.UserError(f'--timesteps: must be >= 2, got {o.timesteps}')
+    if o.step_variance not in VARIANCES:
+        raise dnnlib.util.UserError(f"--step-variance: unknown variance '{o.step_variance}'; choose one of {', '.join(VARIANCES)}")
+    if not 0 <= o.ema_decay < 1:
+        raise dnnlib.util.UserError(f'--ema-decay: must be in [0, 1) (0: keep the last weights), got {o.ema_decay}')
     if o.inversion_steps < 1:
         raise dnnlib.util.UserError(f'--inversion-steps: must be >= 1, got {o.inversion_steps}')
 
 def adapt(network_pkl: str, targets: str, outdir: str, steps: int = DEFAULT_STEPS, seed: int = 0,
         batch: int = DEFAULT_BATCH, lr: float = DEFAULT_LR, loss: str = 'full', vgg: str = 'imagenet',
         mix_alpha: float = mixing.DEFAULT_ALPHA, geom_k: int = 5, timesteps: int = DEFAULT_TIMESTEPS,
-        inversion_steps: int = inversion.DEFAULT_STEPS, device='cpu', verbose: bool = True) -> str:
+        step_variance: str = DEFAULT_STEP_VARIANCE, ema_decay: float = DEFAULT_EMA_DECAY, inversion_steps: int = inversion.DEFAULT_STEPS, device='cpu', verbose: bool = True) -> str:
     """Adapt `network_pkl` to the images in `targets`; returns the snapshot's absolute path.
 
     Writes into `outdir`: training_options.json, inversion-cache/ (re-runs skip done images),
@@ -72,7 +79,8 @@ def adapt(network_pkl: str, targets: str, outdir: str, steps: int = DEFAULT_STEP
     device = torch.device(device)
     o = dnnlib.EasyDict(network_pkl=os.path.abspath(network_pkl), targets=os.path.abspath(targets), steps=int(steps),
         seed=int(seed), batch=int(batch), lr=float(lr), loss=loss, vgg=vgg, mix_alpha=float(mix_alpha), geom_k=int(geom_k),
-        timesteps=int(timesteps), inversion_steps=int(inversion_steps), device=str(device))
+        timesteps=int(timesteps), step_variance=step_variance, ema_decay=float(ema_decay),
+        inversion_steps=int(inversion_steps), device=str(device))
     cli_helpers.require_file(network_pkl, '--network')
     cli_helpers.check_output_dir(outdir)
     paths = targets_module.list_target_files(targets)
@@ -106,7 +114,7 @@ def train_latent_sampler(G, ws: torch.Tensor, o: dnnlib.EasyDict, vgg_net, stats
     with torch.random.fork_rng(devices=[]):                                    # The U-Net's initial weights, from o.seed.
         torch.manual_seed(o.seed)
         sampler = sampler_module.LatentSampler(dict(num_ws=G.synthesis.num_ws, w_dim=G.w_dim),
-            dict(num_timesteps=o.timesteps)).to(ws.device)
+            dict(num_timesteps=o.timesteps, variance=o.step_variance)).to(ws.device)
     sampler.normalizer.fit(ws)
     weights = loss_module.LOSS_WEIGHTS if o.loss == 'full' else loss_module.MSE_ONLY_WEIGHTS
     loss_fn = loss_module.BlackboxLoss(G, sampler.normalizer, sampler.schedule, vgg=vgg_net, weights=weights,
@@ -121,7 +129,8 @@ def train_latent_sampler(G, ws: torch.Tensor, o: dnnlib.EasyDict, vgg_net, stats
             if verbose:
                 print(line, flush=True)
     try:
-        train_sampler(sampler.denoiser, loss_fn, sampler.normalizer.normalize(ws), o.steps, o.batch, o.lr, o.seed, progress)
+        train_sampler(sampler.denoiser, loss_fn, sampler.normalizer.normalize(ws), o.steps, o.batch, o.lr, o.seed, progress,
+            ema_decay=o.ema_decay)
     finally:
         if log is not None:
             log.close()
@@ -129,18 +138,32 @@ def train_latent_sampler(G, ws: torch.Tensor, o: dnnlib.EasyDict, vgg_net, stats
 
 #----------------------------------------------------------------------------
 
+@torch.no_grad()
+def sample_latents(G, sampler: sampler_module.LatentSampler, seeds: list, alpha: float,
+        first_layer: int) -> torch.Tensor:
+    """W+ latents `[len(seeds), num_ws, w_dim]` that `generate` renders: the sampler's latent of
+    each seed, style-mixed with that seed's source latent (z = RandomState(seed).randn(z_dim))."""
+    device = next(sampler.parameters()).device
+    ws = sampler.sample_seeds(seeds, device=device)                             # [n, num_ws, w_dim]
+    z = cli_helpers.seeds_to_z(list(seeds), G.z_dim, device)
+    w_source = G.mapping(z, torch.zeros([len(seeds), G.c_dim], device=device))[:, 0]
+    return mixing.mix_styles(ws, w_source, alpha, first_layer)
+
+def metric_latent_source(sampler: sampler_module.LatentSampler, info: dict):
+    """The generated latents of `calc_metrics.py --features w --sampler`: a callable
+    `(G, num, seed, device) -> [num, num_ws, w_dim]`, the latents `generate` renders for seeds
+    seed .. seed + num - 1 (with the snapshot's mixing settings)."""
+    def source(G, num: int, seed: int, device) -> torch.Tensor:
+        alpha, first_layer = sampler_module.mix_settings(info, G.synthesis.num_ws)
+        return sample_latents(G, sampler.to(device), list(range(seed, seed + num)), alpha, first_layer)
+    return source
+
 def render_seeds(G, sampler: sampler_module.LatentSampler, seeds: list, alpha: float, first_layer: int,
         edit: dict = None) -> torch.Tensor:
-    """Images `[len(seeds), C, H, W]` in [-1, 1]: the sampler's latent of each seed, style-mixed
-    with that seed's source latent (z = RandomState(seed).randn(z_dim)), optionally text-edited
-    (`edit`: keyword arguments of `editing.edit_latents`: clip, text, source_text, num_steps),
-    rendered by G."""
-    device = next(sampler.parameters()).device
-    with torch.no_grad():
-        ws = sampler.sample_seeds(seeds, device=device)                         # [n, num_ws, w_dim]
-        z = cli_helpers.seeds_to_z(list(seeds), G.z_dim, device)
-        w_source = G.mapping(z, torch.zeros([len(seeds), G.c_dim], device=device))[:, 0]
-        ws = mixing.mix_styles(ws, w_source, alpha, first_layer)
+    """Images `[len(seeds), C, H, W]` in [-1, 1] of the latents of `sample_latents`, optionally
+    text-edited (`edit`: keyword arguments of `editing.edit_latents`: clip, text, source_text,
+    num_steps), rendered by G."""
+    ws = sample_latents(G, sampler, seeds, alpha, first_layer)
     if edit is not None:
         ws, _ = editing.edit_latents(G, ws, **edit)                             # Eq. 7
     with torch.no_grad():

@@ -18,6 +18,7 @@ from training.blackbox.unet1d import UNet1D
 #----------------------------------------------------------------------------
 
 SNAPSHOT_FORMAT = 'blackbox-latent-sampler/1'
+LEGACY_STEP_VARIANCE = 'posterior'  # What snapshots that store no schedule 'variance' were sampled with.
 
 class SamplerSnapshotError(dnnlib.util.UserError, ValueError):
     """A sampler snapshot that cannot be read or does not fit the generator."""
@@ -30,7 +31,7 @@ class LatentSampler(torch.nn.Module):
 
     def __init__(self,
         unet_kwargs,        # UNet1D arguments (num_ws, w_dim, base_channels, channel_mults).
-        schedule_kwargs,    # DiffusionSchedule arguments (num_timesteps, schedule).
+        schedule_kwargs,    # DiffusionSchedule arguments (num_timesteps, schedule, variance).
     ):
         super().__init__()
         self.denoiser = UNet1D(**unet_kwargs)
@@ -100,7 +101,9 @@ def load_sampler_snapshot(path: str, flag: str = '--sampler') -> tuple:
         raise SamplerSnapshotError(f"{flag}: '{path}' is not a sampler snapshot of format {SNAPSHOT_FORMAT!r}; "
             f'pass the .pt file adapt_blackbox.py printed')
     try:
-        sampler = LatentSampler(dict(data['unet_kwargs']), dict(data['schedule_kwargs']))
+        schedule_kwargs = dict(data['schedule_kwargs'])
+        schedule_kwargs.setdefault('variance', LEGACY_STEP_VARIANCE)
+        sampler = LatentSampler(dict(data['unet_kwargs']), schedule_kwargs)
         sampler.denoiser.load_state_dict(data['denoiser_state'])
         sampler.normalizer.mean.copy_(data['latent_mean'])
         sampler.normalizer.std.copy_(data['latent_std'])
