@@ -7,7 +7,8 @@
 2. Trains `train.py --cfg stylegan3-t-tiny --batch 8 --mirror 1 --kimg 15 --metrics none` on it:
    StyleGAN3 config T from scratch at CPU size (z_dim = w_dim = 32, 6 synthesis layers, at most
    32 channels, float32; official T settings otherwise: no path length, no style mixing, EMAs
-   moved by D's fakes only, StyleGAN2 resnet D). About 25 minutes on one idle CPU thread (45 on our busy 2-core machine).
+   moved by D's fakes only, StyleGAN2 resnet D). The shipped file took 39 minutes on one thread of
+   our busy 2-core machine (85-100 s per kimg when the other core was free, up to 290 when not).
 3. Writes G, D and G_ema of the last snapshot, without training state, to
    demo/source_generator_sg3.pkl (our pickle format).
 """
