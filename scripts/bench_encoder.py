@@ -7,9 +7,11 @@ as markdown tables (README, "One-pass domain adaptation"). Nothing is downloaded
 
 Held-out table, per domain: e_id (no adaptation), e_fit (a 300-step Adam fit of the same
 parameterisation), e_enc (one encoder pass from one reference pair), the ratio
-(e_id - e_enc) / (e_id - e_fit), R^2 of the encoded and fitted domains, the negative control
-(the ratio when the reference comes from the next held-out domain instead), the ratio and R^2
-with K = 8 reference pairs, and the time of one encoder pass against the fit. Errors: mean squared error in [-1, 1] over 64 evaluation latents.
+(e_id - e_enc) / (e_id - e_fit), R^2 of the encoded and fitted domains, the ratio and R^2 with
+K = 8 reference pairs, and the time of one encoder pass against the fit. Then the negative-control
+matrix: the ratio of each held-out domain (row) when the encoder is given the reference of every
+other held-out domain (column) instead of its own. Errors: mean squared error in [-1, 1] over 64
+evaluation latents.
 """
 
 import argparse
@@ -59,6 +61,30 @@ def _upscale(images: torch.Tensor, factor: int = 3) -> torch.Tensor:
     return torch.nn.functional.interpolate(images, scale_factor=factor, mode='nearest')
 
 
+def _encode(encoder, domain, src_ref: torch.Tensor) -> tuple:
+    """(theta, seconds) of one encoder pass over the references (domain(src_ref), src_ref)."""
+    start = time.perf_counter()
+    with torch.no_grad():
+        theta = encoder(domain(src_ref)[None], src_ref[None])[0]
+    return theta, time.perf_counter() - start
+
+
+def _control_matrix(param, held: list, thetas: dict, gains: dict, e_ids: dict, ws_eval, src_eval) -> None:
+    """Ratio of every held-out domain (row) given every other held-out domain's reference (column)."""
+    print('\nNegative control: ratio of the row domain when the encoder is given the column domain\'s reference\n')
+    print('| domain \\ reference | ' + ' | '.join(d.name for d in held) + ' |')
+    print('|---|' + '---|' * len(held))
+    for domain in held:
+        cells = []
+        for other in held:
+            if other is domain:
+                cells.append('—')
+                continue
+            error = fit.evaluate_theta(param, thetas[other.name], ws_eval, src_eval, domain)['error']
+            cells.append(f'{(e_ids[domain.name] - error) / gains[domain.name]:.2f}')
+        print(f'| {domain.name} | ' + ' | '.join(cells) + ' |', flush=True)
+
+
 def held_out(G, encoder_pt: str, fit_steps: int, grid_path: str = None) -> None:
     encoder, info = load_encoder_snapshot(encoder_pt)
     param = get_parameterization(info['parameterization'], G.synthesis)
@@ -67,29 +93,20 @@ def held_out(G, encoder_pt: str, fit_steps: int, grid_path: str = None) -> None:
     held = domains.held_out_domains()
     print(f'Encoder {encoder_pt} ({info["parameterization"]}, {param.num_params} parameters), '
           f'one reference pair, {fit_steps}-step fit, 64 evaluation latents\n')
-    print('| domain | e_id | e_fit | e_enc | ratio | R² enc | R² fit | negative control ratio | ratio, R² with K=8 | encoder pass | fit |')
-    print('|---|---|---|---|---|---|---|---|---|---|---|')
-    grid_rows, labels = [], []
-    for i, domain in enumerate(held):
-        other = held[(i + 1) % len(held)]
+    print('| domain | e_id | e_fit | e_enc | ratio | R² enc | R² fit | ratio, R² with K=8 | encoder pass | fit |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
+    grid_rows, labels, thetas, gains, e_ids = [], [], {}, {}, {}
+    for domain in held:
         e_id = fit.evaluate_theta(param, param.identity(), ws_eval, src_eval, domain)['error']
         result = fit.fit_domain(param, ws_train, src_train, domain, steps=fit_steps, lr=0.05)
         fitted = fit.evaluate_theta(param, result.theta, ws_eval, src_eval, domain)
-        start = time.perf_counter()
-        with torch.no_grad():
-            theta = encoder(domain(src_ref[:1])[None], src_ref[:1][None])[0]
-        encode_seconds = time.perf_counter() - start
+        theta, encode_seconds = _encode(encoder, domain, src_ref[:1])
         encoded = fit.evaluate_theta(param, theta, ws_eval, src_eval, domain)
-        with torch.no_grad():
-            theta_other = encoder(other(src_ref[:1])[None], src_ref[:1][None])[0]
-        control = fit.evaluate_theta(param, theta_other, ws_eval, src_eval, domain)
-        with torch.no_grad():
-            theta_k8 = encoder(domain(src_ref)[None], src_ref[None])[0]
-        encoded_k8 = fit.evaluate_theta(param, theta_k8, ws_eval, src_eval, domain)
+        encoded_k8 = fit.evaluate_theta(param, _encode(encoder, domain, src_ref)[0], ws_eval, src_eval, domain)
         gain = e_id - fitted['error']
-        ratio, control_ratio = (e_id - encoded['error']) / gain, (e_id - control['error']) / gain
-        print(f'| {domain.name} | {e_id:.4f} | {fitted["error"]:.4f} | {encoded["error"]:.4f} | {ratio:.2f} | '
-              f'{encoded["r2"]:.3f} | {fitted["r2"]:.3f} | {control_ratio:.2f} (ref: {other.name}) | '
+        thetas[domain.name], gains[domain.name], e_ids[domain.name] = theta, gain, e_id
+        print(f'| {domain.name} | {e_id:.4f} | {fitted["error"]:.4f} | {encoded["error"]:.4f} | '
+              f'{(e_id - encoded["error"]) / gain:.2f} | {encoded["r2"]:.3f} | {fitted["r2"]:.3f} | '
               f'{(e_id - encoded_k8["error"]) / gain:.2f}, {encoded_k8["r2"]:.3f} | '
               f'{encode_seconds * 1e3:.1f} ms | {result.seconds:.1f} s ({result.seconds / encode_seconds:.0f}x) |', flush=True)
         if grid_path is not None:
@@ -97,6 +114,7 @@ def held_out(G, encoder_pt: str, fit_steps: int, grid_path: str = None) -> None:
                 renders = param.render(ws_eval[:6], theta)
             grid_rows.append(image_utils.to_uint8(_upscale(torch.cat([src_ref[:1], domain(src_ref[:1]), renders]))))
             labels.append(domain.name)
+    _control_matrix(param, held, thetas, gains, e_ids, ws_eval, src_eval)
     if grid_path is not None:
         grid_rows.insert(0, image_utils.to_uint8(_upscale(torch.cat([src_ref[:1], src_ref[:1], src_eval[:6]]))))
         labels.insert(0, 'source')
