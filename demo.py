@@ -3,7 +3,7 @@
     python demo.py --outdir demo_out
 
 Four new domains are added to `demo/source_generator.pkl` (a 32x32 StyleGAN2 pretrained by us on
-the procedural 'blobs' data set, see demo/README.md): three `Transform` domains (grayscale,
+the procedural 'shapes' data set, see demo/README.md): three `Transform` domains (grayscale,
 negative, hue shift: ground truth that needs no pretrained network) and one `MyStyle` domain
 whose "personal photos" are generated here from four anchor latents. The expansion runs through
 train.py's own library code (training.run_options, training.launch); so does a plain fine-tuning
@@ -16,6 +16,10 @@ leaks into another's subspace (or class). `--tasks hflip,edges` picks other Tran
 `--generator sg3` runs the same demo on demo/source_generator_sg3.pkl, a small StyleGAN3 (config
 T) trained by us on the same data, without the class-conditional baseline (its graft needs a
 StyleGAN2 mapping; metrics.json says so under `class_conditional_note`).
+
+Every run trains with DEMO_SETTINGS, which go beyond the official code (README, "The demo": chosen
+with scripts.bench_demo_quality and expansion-only runs); `--official` trains with the official
+settings instead (the `tiny` preset's optimizer, s = 20, the GAN term, replay weights 10).
 """
 
 import glob
@@ -45,6 +49,7 @@ from training.expansion.tasks.shared_models import PretrainedWeightsError, Share
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 SOURCE_PKL = os.path.join(REPO_ROOT, 'demo', 'source_generator.pkl')
 DATA_SEED = 123            # the seed the shipped generator's training data was drawn with
+DATA_STYLE = 'shapes'      # ... and its procedural style (training/synthetic_data.py)
 MYSTYLE_SEEDS = [11, 12, 13, 14]
 EVAL_SEED = 2024           # evaluation latents, disjoint from training draws
 DEFAULT_TRANSFORMS = ('grayscale', 'negative', 'hue_shift')
@@ -57,6 +62,17 @@ GENERATORS = {
 }
 SG3_NOTE = ('class-conditional baseline skipped: it grafts a one-hot class embedding onto a StyleGAN2 mapping '
             '(training.class_conditional.graft); StyleGAN3 generators are not supported there yet')
+# Not official (README, "The demo"): train.py options of every demo run, measured with
+# scripts.bench_demo_quality; the class-conditional run has no subspaces, so no subspace_distance.
+DEMO_SETTINGS = dict(
+    glr=0.005,                 # G's Adam learning rate (the `tiny` preset: 0.0025)
+    g_beta1=0.9,               # G's Adam beta1 (official: 0)
+    affine_lr_mult=10.0,       # learning-rate multiplier of G's affine (style) layers (official: 1)
+    subspace_distance=10.0,    # s, Eq. 2 (official: 20)
+    lambda_src=0.0,            # source GAN loss, Eq. 5 (official: 1): with G's beta1 0.9 it diverges
+    lambda_recon_l2=1.0,       # replay alignment weights, Eq. 6 (official: 10 and 10); the fine-tune
+    lambda_recon_lpips=1.0,    # baseline keeps them at 0
+)
 
 # ---------------------------------------------------------------------------------------------
 
@@ -132,13 +148,18 @@ def lpips_models(device) -> SharedModels:
 
 def run_expansion(outdir: str, cfg_path: str, data_zip: str, steps: int, batch: int, seed: int,
                   baseline: bool, lpips_random_backbone: bool, class_conditional: bool = False,
-                  source_pkl: str = SOURCE_PKL) -> str:
-    """Train through train.py's own functions; returns the final snapshot path."""
+                  source_pkl: str = SOURCE_PKL,
+                  settings: dict | None = None) -> str:
+    """Train through train.py's own functions; returns the final snapshot path.
+
+    `settings`: extra train.py options (DEMO_SETTINGS; None or {} = the official ones).
+    """
     lambdas = dict(lambda_src=0, lambda_recon_l2=0, lambda_recon_lpips=0) if baseline else {}
+    extra = {k: v for k, v in (settings or {}).items() if not (class_conditional and k == 'subspace_distance')}
     options = run_options.setup_training_options(
         outdir=outdir, data=data_zip, resume=source_pkl, expansion_cfg_file=cfg_path, cfg='tiny', batch=batch,
         kimg=steps * batch / 1000, tick=steps * batch / 1000, snap=1, metrics='none', seed=seed, aug='noaug',
-        workers=0, class_conditional=class_conditional, **lambdas)
+        workers=0, class_conditional=class_conditional, **{**extra, **lambdas})
     options.loss_kwargs['lpips_random_backbone'] = lpips_random_backbone
     options.logging['tensorboard'] = False
     launch.launch_training(options, outdir, print_options=False)  # full options: training_options.json
@@ -227,11 +248,15 @@ def next_run_dir(root: str) -> str:
 
 
 def run_demo(outdir: str = 'demo_out', steps: int | None = None, batch: int = 8, seed: int = 0,
-             num_eval_latents: int = 32, transforms=DEFAULT_TRANSFORMS, mystyle: bool = True, generator: str = 'sg2') -> str:
+             num_eval_latents: int = 32, transforms=DEFAULT_TRANSFORMS, mystyle: bool = True, generator: str = 'sg2',
+             official: bool = False) -> str:
     """Expand the shipped generator, train the baseline, evaluate; returns the metrics.json path.
 
     Everything goes to a new numbered folder under `outdir` (demo_out/00000, demo_out/00001, ...).
+    `official=True` trains without DEMO_SETTINGS (measured on the StyleGAN2 generator only, so
+    `generator='sg3'` trains without them too).
     """
+    settings = {} if official or generator != 'sg2' else dict(DEMO_SETTINGS)
     if os.path.exists(outdir) and not os.path.isdir(outdir):
         raise dnnlib.util.UserError(f'--outdir {outdir}: exists and is not a folder; choose another path')
     outdir = next_run_dir(os.path.abspath(outdir))
@@ -243,9 +268,9 @@ def run_demo(outdir: str = 'demo_out', steps: int | None = None, batch: int = 8,
     G_src = src['G_ema'].eval()
     os.makedirs(outdir, exist_ok=True)
 
-    data_zip = os.path.join(outdir, 'blobs32.zip')
+    data_zip = os.path.join(outdir, f'{DATA_STYLE}32.zip')
     if not os.path.exists(data_zip):
-        make_synthetic_dataset(data_zip, 500, G_src.img_resolution, seed=DATA_SEED)
+        make_synthetic_dataset(data_zip, 500, G_src.img_resolution, seed=DATA_SEED, style=DATA_STYLE)
     images_dir, anchors_dir = make_mystyle_data(G_src, os.path.join(outdir, 'mystyle')) if mystyle else (None, None)
     cfg = expansion_config(images_dir, anchors_dir, transforms)
     cfg_path = os.path.join(outdir, 'expansion.json')
@@ -262,7 +287,7 @@ def run_demo(outdir: str = 'demo_out', steps: int | None = None, batch: int = 8,
         start = time.time()
         pkls[run] = run_expansion(os.path.join(outdir, run), cfg_path, data, steps, batch, seed, baseline=baseline,
                                   lpips_random_backbone=models.lpips_random_backbone, source_pkl=source_pkl,
-                                  class_conditional=class_conditional)
+                                  class_conditional=class_conditional, settings=settings)
         seconds[run] = time.time() - start
     exp_pkl, base_pkl = pkls['expanded'], pkls['finetune_baseline']
 
@@ -272,8 +297,9 @@ def run_demo(outdir: str = 'demo_out', steps: int | None = None, batch: int = 8,
     subspaces = LatentSubspaces(exp['latent_basis'], exp['repurposed_dims'].tolist(), exp['subspace_distance'])
     config = parse_expansion_config(exp['expansion_cfg'], w_dim=G_src.w_dim, img_resolution=G_src.img_resolution)
     tasks = build_tasks(config, 'cpu', models, z_dim=G_src.z_dim, img_resolution=G_src.img_resolution)
-    metrics = {'generator': 'demo/source_generator.pkl: 32x32 StyleGAN2 (w_dim 32) trained on procedural blobs',
-               'steps': steps, 'batch': batch, 'seconds': sum(seconds.values()), 'seconds_by_run': seconds,
+    metrics = {'generator': f'demo/source_generator.pkl: {G_src.img_resolution}x{G_src.img_resolution} StyleGAN2 '
+                            f'(w_dim {G_src.w_dim}) trained on procedural {DATA_STYLE}',
+               'steps': steps, 'batch': batch, 'settings': settings or 'official', 'seconds': sum(seconds.values()), 'seconds_by_run': seconds,
                'lpips_backbone': models.lpips_backbone('alex'),
                'expanded_snapshot': os.path.abspath(exp_pkl), 'expansion_cfg': cfg_path,
                'class_conditional_snapshot': os.path.abspath(pkls['class_conditional']) if G_cc is not None else None,
@@ -301,10 +327,12 @@ def run_demo(outdir: str = 'demo_out', steps: int | None = None, batch: int = 8,
 @click.option('--mystyle/--no-mystyle', default=True, show_default=True, help='Also add the MyStyle domain.')
 @click.option('--generator', type=click.Choice(list(GENERATORS)), default='sg2', show_default=True,
               help='Source generator: the StyleGAN2 or the StyleGAN3 (config T) one in demo/.')
-def main(outdir, steps, batch, seed, tasks, mystyle, generator):
+@click.option('--official', is_flag=True, help='Train with the official settings instead of the demo\'s (README).')
+def main(outdir, steps, batch, seed, tasks, mystyle, generator, official):
     """Expand the shipped demo generator, train both baselines, write metrics.json (its path is the last line)."""
     transforms = parse_transforms(tasks)  # before any work
-    path = run_demo(outdir, steps=steps, batch=batch, seed=seed, transforms=transforms, mystyle=mystyle, generator=generator)
+    path = run_demo(outdir, steps=steps, batch=batch, seed=seed, transforms=transforms, mystyle=mystyle, generator=generator,
+                    official=official)
     with open(path) as f:
         print(summary_table(json.load(f)))
     print(path)
@@ -313,8 +341,10 @@ def main(outdir, steps, batch, seed, tasks, mystyle, generator):
 def summary_table(metrics: dict) -> str:
     """The headline numbers as a few Markdown tables (base drift; each domain's error, R^2, leakage)."""
     base = metrics['base']
+    settings = metrics.get('settings', 'official')
+    settings = ', '.join(f'{k} {v:g}' for k, v in settings.items()) if isinstance(settings, dict) else settings
     lines = [f"{metrics['steps']} steps, batch {metrics['batch']}, {metrics['seconds']:.0f} s of training; "
-             f"LPIPS backbone: {metrics['lpips_backbone']}", '',
+             f"settings: {settings}; LPIPS backbone: {metrics['lpips_backbone']}", '',
              '| base drift vs source | expansion | fine-tune | class-conditional |', '|---|---:|---:|---:|']
     for key in ('l2', 'lpips'):
         lines.append(f'| {key} | ' + ' | '.join(f"{base[run][key]:.4f}" if run in base else '-' for run in

@@ -15,6 +15,7 @@ Settings (`--settings`, comma-separated):
   official  what an expansion run of the demo uses today: Adam lr 0.0025 (the `tiny` preset),
             betas (0, 0.99), s = 20, every synthesis parameter at the same learning rate.
   tuned     lr 0.01, beta1 0.9, the affine (style) layers at 10x the learning rate, s = 10.
+  demo      demo.py's DEMO_SETTINGS: as tuned with lr 0.005 (replay L2 weight 1, as here).
   Any other setting is `name:lr=..,beta1=..,affine=..,distance=..,replay=..`.
 """
 
@@ -37,6 +38,7 @@ EVAL_SEED = 2024
 SETTINGS = {
     'official': dict(lr=0.0025, beta1=0.0, affine=1.0, distance=20.0, replay=1.0),
     'tuned': dict(lr=0.01, beta1=0.9, affine=10.0, distance=10.0, replay=1.0),
+    'demo': dict(lr=0.005, beta1=0.9, affine=10.0, distance=10.0, replay=1.0),
 }
 
 

@@ -24,7 +24,12 @@ def test_demo_writes_metrics_and_grid(tmp_path):
     names = ['grayscale', 'negative', 'hue_shift', 'sepia_person']
     assert list(metrics['domains']) == names
     dims = [metrics['domains'][n]['dimension'] for n in names]
-    assert dims == [31, 30, 29, 28]  # the most dormant directions of the 32-d W space, in task order
+    w_dim = demo.load_source()['G_ema'].w_dim
+    assert dims == [w_dim - 1 - k for k in range(4)]  # the most dormant directions of W, in task order
+    assert metrics['settings'] == demo.DEMO_SETTINGS
+    with open(os.path.join(os.path.dirname(metrics['expanded_snapshot']), 'training_options.json')) as f:
+        G_opt = json.load(f)['G_opt_kwargs']             # the demo's settings reached the G optimizer
+    assert G_opt['lr'] == demo.DEMO_SETTINGS['glr'] and G_opt['affine_lr_mult'] == demo.DEMO_SETTINGS['affine_lr_mult']
     for name in names:
         entry = metrics['domains'][name]
         assert entry['type'] == ('MyStyle' if name == 'sepia_person' else 'Transform')
