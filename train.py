@@ -91,6 +91,8 @@ from training.run_options import setup_training_options
 @click.option('--g_beta1', help='Not official: Adam beta1 of G [default: from --cfg, 0]', type=float, metavar='FLOAT')
 @click.option('--affine_lr_mult', help='Not official: learning-rate multiplier of G\'s affine (style) layers '
               '[default: 1]', type=float, metavar='FLOAT')
+@click.option('--glr_decay', help='Not official: decay G\'s learning rate linearly to 0 over this last fraction of '
+              '--kimg [default: 0, constant]', type=float, metavar='FRACTION')
 def main(outdir, dry_run, gpus, wandb_mode, **flags):
     """Train a StyleGAN2-ADA network (or expand one with --expansion_cfg_file).
 

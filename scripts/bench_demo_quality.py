@@ -16,7 +16,10 @@ Settings (`--settings`, comma-separated):
             betas (0, 0.99), s = 20, every synthesis parameter at the same learning rate.
   tuned     lr 0.01, beta1 0.9, the affine (style) layers at 10x the learning rate, s = 10.
   demo      demo.py's DEMO_SETTINGS: as tuned with lr 0.005 (replay L2 weight 1, as here).
-  Any other setting is `name:lr=..,beta1=..,affine=..,distance=..,replay=..`.
+  Any other setting is `name:lr=..,beta1=..,affine=..,distance=..,replay=..,ema=..,decay=..`:
+  `ema=H` evaluates an exponential moving average of the weights with a half-life of H steps
+  (0: the trained weights), `decay=F` decays the learning rate linearly to 0 over the last
+  fraction F of the steps (0: constant).
 """
 
 import copy
@@ -36,9 +39,9 @@ from training.image_transforms import get_transform
 DOMAINS = (('grayscale', None), ('negative', None), ('hue_shift', 120.0))
 EVAL_SEED = 2024
 SETTINGS = {
-    'official': dict(lr=0.0025, beta1=0.0, affine=1.0, distance=20.0, replay=1.0),
-    'tuned': dict(lr=0.01, beta1=0.9, affine=10.0, distance=10.0, replay=1.0),
-    'demo': dict(lr=0.005, beta1=0.9, affine=10.0, distance=10.0, replay=1.0),
+    'official': dict(lr=0.0025, beta1=0.0, affine=1.0, distance=20.0, replay=1.0, ema=0.0, decay=0.0),
+    'tuned': dict(lr=0.01, beta1=0.9, affine=10.0, distance=10.0, replay=1.0, ema=0.0, decay=0.0),
+    'demo': dict(lr=0.005, beta1=0.9, affine=10.0, distance=10.0, replay=1.0, ema=0.0, decay=0.0),
 }
 
 
@@ -85,12 +88,15 @@ def train_curve(G_src, setting: dict, steps: int, eval_every: int, batch: int, s
     opt = torch.optim.Adam([{'params': others, 'lr': setting['lr']},
                             {'params': affine, 'lr': setting['lr'] * setting['affine']}],
                            betas=(setting['beta1'], 0.99), eps=1e-8)
+    base_lrs = [group['lr'] for group in opt.param_groups]
+    averaged = copy.deepcopy(synthesis).eval().requires_grad_(False) if setting['ema'] > 0 else synthesis
+    ema_beta = 0.5 ** (1 / setting['ema']) if setting['ema'] > 0 else 0.0
     w_avg = G_src.mapping.w_avg
     with torch.no_grad():
         z_eval = torch.from_numpy(np.random.RandomState(EVAL_SEED).randn(64, G_src.z_dim)).float()
         w_eval = subspaces.project_base(G_src.mapping(z_eval, None, skip_w_avg_update=True)[:, 0], w_avg)
         source_eval = render(G_src.synthesis, w_eval)
-    rows = [dict(step=0, seconds=0.0, **evaluate(synthesis, subspaces, w_eval, source_eval, transforms))]
+    rows = [dict(step=0, seconds=0.0, **evaluate(averaged, subspaces, w_eval, source_eval, transforms))]
     rng = np.random.RandomState(seed)
     domain_of = torch.arange(batch) % len(DOMAINS)          # Batch split evenly over the domains.
     start = time.time()
@@ -107,10 +113,17 @@ def train_curve(G_src, setting: dict, steps: int, eval_every: int, batch: int, s
         replay_loss = (base - source).square().mean(dim=[1, 2, 3]).sum() / batch
         opt.zero_grad(set_to_none=True)
         (task_loss + setting['replay'] * replay_loss).backward()
+        scale = min(1.0, (steps - step + 1) / (setting['decay'] * steps)) if setting['decay'] > 0 else 1.0
+        for group, lr in zip(opt.param_groups, base_lrs):
+            group['lr'] = lr * scale
         opt.step()
+        if averaged is not synthesis:
+            with torch.no_grad():
+                for p_avg, p in zip(averaged.parameters(), synthesis.parameters()):
+                    p_avg.lerp_(p, 1 - ema_beta)
         if step % eval_every == 0 or step == steps:
             rows.append(dict(step=step, seconds=time.time() - start,
-                             **evaluate(synthesis, subspaces, w_eval, source_eval, transforms)))
+                             **evaluate(averaged, subspaces, w_eval, source_eval, transforms)))
     return rows
 
 

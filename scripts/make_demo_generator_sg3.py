@@ -18,7 +18,8 @@ import os
 
 import click
 
-from training import launch, run_options, snapshot_io
+from scripts.make_demo_generator import export_snapshot
+from training import launch, run_options
 from training.synthetic_data import make_synthetic_dataset
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,14 +41,7 @@ def make_demo_generator_sg3(workdir: str, kimg: float = 15, dest: str = DEST) ->
                                                  tick=1, snap=5, metrics='none', workers=0, mirror=True)
     launch.launch_training(options, runs)
     last = sorted(glob.glob(os.path.join(runs, '*', 'network-snapshot-*.pkl')))[-1]
-    with open(last, 'rb') as f:
-        snapshot = snapshot_io.load_network_pkl(f)
-    out = {key: snapshot[key] for key in ('G', 'D', 'G_ema', 'augment_pipe')}
-    out['training_set_kwargs'] = dict(
-        class_name='training.dataset.ImageFolderDataset', resolution=RESOLUTION, use_labels=False, xflip=True,
-        max_size=None, path=(f'make_synthetic_dataset(num_images={NUM_IMAGES}, resolution={RESOLUTION}, '
-                             f'seed={DATA_SEED}, style={DATA_STYLE!r})'))
-    snapshot_io.save_network_pkl(out, dest)
+    export_snapshot(last, dest, DATA_STYLE, NUM_IMAGES)     # same record as the StyleGAN2 demo generator's
     return dest
 
 

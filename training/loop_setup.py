@@ -14,6 +14,7 @@ from torch_utils import distributed
 from torch_utils import misc
 from torch_utils import training_stats
 from training import loop_state
+from training import lr_schedule
 from training.loss import Loss, Phase
 
 # ---------------------------------------------------------------------------------------------
@@ -155,13 +156,15 @@ def build_optimizers(loss: Loss, G, D, G_opt_kwargs: dict, D_opt_kwargs: dict,
 
     An `affine_lr_mult` entry of the optimizer kwargs (not official; absent = 1) is no optimizer
     argument: it puts that network's affine (style) layers in a second parameter group whose
-    learning rate is the (rescaled) lr times it. Returns ({'G': opt, 'D': opt}, {'G': params, 'D': params}).
+    learning rate is the (rescaled) lr times it. Nor is `lr_decay` (not official; absent = 0):
+    the fraction of the run over which training.lr_schedule decays every group's rate to 0. Returns ({'G': opt, 'D': opt}, {'G': params, 'D': params}).
     """
     optimizers, params = {}, {}
     for name, module, opt_kwargs, reg_interval in (('G', G, G_opt_kwargs, G_reg_interval),
                                                    ('D', D, D_opt_kwargs, D_reg_interval)):
         kwargs = dict(opt_kwargs)
         affine_lr_mult = float(kwargs.pop('affine_lr_mult', 1))
+        lr_decay = float(kwargs.pop('lr_decay', 0))
         if 'betas' in kwargs:
             kwargs['betas'] = [float(beta) for beta in kwargs['betas']]  # Adam rejects mixed int/float.
         if reg_interval:
@@ -174,6 +177,7 @@ def build_optimizers(loss: Loss, G, D, G_opt_kwargs: dict, D_opt_kwargs: dict,
         groups = trainable if affine_lr_mult == 1 else _affine_param_groups(name, module, trainable,
                                                                             kwargs['lr'] * affine_lr_mult)
         optimizers[name] = dnnlib.util.construct_class_by_name(groups, **kwargs)
+        lr_schedule.mark_groups(optimizers[name], lr_decay)
         params[name] = trainable
     return optimizers, params
 

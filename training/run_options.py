@@ -49,6 +49,7 @@ def setup_training_options(
     wandb_name=None, wandb_tags=None, expansion_cfg_file=None, latent_factors_path=None, subspace_distance=None,
     lambda_src=None, lambda_expand=None, lambda_recon_l2=None, lambda_recon_lpips=None, replay_noise=None,
     outdir=None, subset=None, class_conditional=False, glr=None, g_beta1=None, affine_lr_mult=None,
+    glr_decay=None,
 ) -> dnnlib.EasyDict:
     """Validate the train.py flags and resolve them into the training options (no run_dir yet).
 
@@ -59,7 +60,7 @@ def setup_training_options(
     if subset is not None and (subset < 1 or data is None):
         raise OptionError(f'--subset={subset} needs --data and a positive number of images')
     _check_flag_consistency(**locals())
-    _check_generator_optimizer_flags(glr, g_beta1, affine_lr_mult)
+    _check_generator_optimizer_flags(glr, g_beta1, affine_lr_mult, glr_decay)
     expansion = expansion_cfg_file is not None
     resume_data, resume_source = _load_resume_networks(resume, outdir)
     # The whole expansion config, against the --resume generator, before the data is read
@@ -89,7 +90,7 @@ def setup_training_options(
     _check_mbstd(opts)
     D_lrate = spec['lrate'] if spec['D_lrate'] is None else spec['D_lrate']
     opts.G_opt_kwargs = dict(class_name='torch.optim.Adam', lr=spec['lrate'], betas=list(spec['betas']), eps=spec['eps'])
-    _override_generator_optimizer(opts.G_opt_kwargs, glr, g_beta1, affine_lr_mult)
+    _override_generator_optimizer(opts.G_opt_kwargs, glr, g_beta1, affine_lr_mult, glr_decay)
     opts.D_opt_kwargs = dict(class_name='torch.optim.Adam', lr=D_lrate, betas=list(spec['betas']), eps=spec['eps'])
     opts.G_reg_interval = spec['G_reg_interval']
     opts.D_reg_interval = spec['D_reg_interval']
@@ -122,26 +123,31 @@ def setup_training_options(
     return opts
 
 
-def _check_generator_optimizer_flags(glr, g_beta1, affine_lr_mult) -> None:
-    """--glr, --g_beta1, --affine_lr_mult: in range (None = not given)."""
+def _check_generator_optimizer_flags(glr, g_beta1, affine_lr_mult, glr_decay=None) -> None:
+    """--glr, --g_beta1, --affine_lr_mult, --glr_decay: in range (None = not given)."""
     if glr is not None and not glr > 0:
         raise OptionError(f'--glr must be a positive learning rate, got {glr}')
     if g_beta1 is not None and not 0 <= g_beta1 < 1:
         raise OptionError(f'--g_beta1 must be in [0, 1), got {g_beta1}')
     if affine_lr_mult is not None and not affine_lr_mult > 0:
         raise OptionError(f'--affine_lr_mult must be positive, got {affine_lr_mult}')
+    if glr_decay is not None and not 0 <= glr_decay <= 1:
+        raise OptionError(f'--glr_decay must be a fraction of the run in [0, 1], got {glr_decay}')
 
 
-def _override_generator_optimizer(G_opt_kwargs: dict, glr, g_beta1, affine_lr_mult) -> None:
+def _override_generator_optimizer(G_opt_kwargs: dict, glr, g_beta1, affine_lr_mult, glr_decay=None) -> None:
     """Not official (each off by default, leaving the preset's G optimizer as it is): G's Adam lr
     (--glr), its beta1 (--g_beta1), and a learning-rate multiplier of G's affine (style) layers
-    (--affine_lr_mult, applied by training.loop_setup.build_optimizers)."""
+    (--affine_lr_mult, applied by training.loop_setup.build_optimizers), and the fraction of the
+    run over which its rate decays linearly to 0 (--glr_decay, training.lr_schedule)."""
     if glr is not None:
         G_opt_kwargs['lr'] = float(glr)
     if g_beta1 is not None:
         G_opt_kwargs['betas'] = [float(g_beta1), G_opt_kwargs['betas'][1]]
     if affine_lr_mult is not None:
         G_opt_kwargs['affine_lr_mult'] = float(affine_lr_mult)
+    if glr_decay:                                             # 0 = the official constant rate
+        G_opt_kwargs['lr_decay'] = float(glr_decay)
 
 
 def _apply_subset(data_info: dict | None, subset: int | None) -> None:

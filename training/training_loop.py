@@ -36,6 +36,7 @@ from training import logging_sinks
 from training import loop_setup
 from training import loop_snapshot
 from training import loop_state
+from training import lr_schedule
 from training.dataset import DatasetError
 from training.loop_snapshot import Progress
 
@@ -317,6 +318,7 @@ def run_phase(ctx: Context, phase, real_img, real_c, gen_z, gen_c, rounds: int) 
     for param in params:
         param.requires_grad_(False)
     _reduce_and_check_gradients(ctx, phase, params)
+    lr_schedule.set_learning_rates(optimizer, ctx.progress.cur_nimg, int(ctx.opts.total_kimg * 1000))
     optimizer.step()
 
 

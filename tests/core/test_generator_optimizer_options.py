@@ -1,10 +1,11 @@
-"""--glr, --g_beta1, --affine_lr_mult (not official): they reach G's optimizer param groups, leave D
+"""--glr, --g_beta1, --affine_lr_mult, --glr_decay (not official): they reach G's optimizer param groups, leave D
 and the default path untouched, and bad values are one-line errors naming the flag."""
 
 import pytest
 import torch
 from click.testing import CliRunner
 
+import legacy
 import train
 from tiny_nets import tiny_discriminator, tiny_generator
 from training import loop_setup, presets, run_options
@@ -80,9 +81,52 @@ def test_no_affine_layers_is_a_clear_error():
 
 
 @pytest.mark.parametrize('flag, value', [('--glr', '0'), ('--g_beta1', '1'), ('--g_beta1', '-0.1'),
-                                         ('--affine_lr_mult', '-2')])
+                                         ('--affine_lr_mult', '-2'), ('--glr_decay', '1.5'),
+                                         ('--glr_decay', '-0.1')])
 def test_bad_values_are_one_line_errors(data16, tmp_path, flag, value):
     result = CliRunner().invoke(train.main, ['--outdir', str(tmp_path / 'runs'), '--data', data16, '--cfg', 'tiny',
                                              '--metrics', 'none', flag, value, '--dry-run'])
     assert result.exit_code != 0 and flag in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / 'runs').exists()
+
+
+def test_decay_scale_is_constant_then_linear_to_zero():
+    from training.lr_schedule import decay_scale
+    total = 1000
+    assert [decay_scale(n, total, 0.0) for n in (0, 500, 999)] == [1.0, 1.0, 1.0]
+    assert decay_scale(0, total, 0.3) == 1.0 and decay_scale(700, total, 0.3) == 1.0
+    assert decay_scale(850, total, 0.3) == pytest.approx(0.5)
+    assert decay_scale(990, total, 0.3) == pytest.approx(10 / 300)
+    assert decay_scale(total, total, 0.3) == 0.0
+    values = [decay_scale(n, total, 1.0) for n in range(0, total, 100)]
+    assert values == sorted(values, reverse=True) and values[0] == 1.0
+
+
+def test_glr_decay_schedules_every_generator_group_only(data16):
+    from training import lr_schedule
+    opts = run_options.setup_training_options(data=data16, cfg='tiny', metrics='none', workers=0, glr=0.01,
+                                              affine_lr_mult=10, glr_decay=0.5)
+    assert opts.G_opt_kwargs['lr_decay'] == 0.5 and 'lr_decay' not in opts.D_opt_kwargs
+    G, D = tiny_generator(), tiny_discriminator()
+    optimizers, _ = loop_setup.build_optimizers(AllParams(), G, D, opts.G_opt_kwargs, opts.D_opt_kwargs, None, None)
+    for name in ('G', 'D'):
+        lr_schedule.set_learning_rates(optimizers[name], cur_nimg=900, total_nimg=1000)   # scale 100/500
+    others, affine = optimizers['G'].param_groups
+    assert others['lr'] == pytest.approx(0.01 * 0.2) and affine['lr'] == pytest.approx(0.1 * 0.2)
+    assert optimizers['D'].param_groups[0]['lr'] == opts.D_opt_kwargs['lr']            # D keeps its rate
+    assert 'lr_decay' not in run_options.setup_training_options(data=data16, cfg='tiny', metrics='none',
+                                                                workers=0, glr_decay=0).G_opt_kwargs
+
+
+def test_glr_decay_reaches_the_training_loop(data16, tmp_path):
+    """A 4-step run decaying over its last half: the saved G optimizer ends at half its rate (last
+    step at cur_nimg 12 of 16: scale 4 / 8); D's rate untouched."""
+    from training import launch
+    opts = run_options.setup_training_options(data=data16, outdir=str(tmp_path), cfg='tiny', metrics='none',
+                                              workers=0, batch=4, kimg=0.016, snap=1, glr_decay=0.5)
+    result = launch.launch_training(opts, str(tmp_path))
+    state = legacy.load_network_pkl(result['last_snapshot'])['resume_state']['optimizers']
+    G_lr = presets.resolve_preset('tiny', 16, 1)['lrate'] * 4 / 5           # lazy-regularisation rescaling
+    group = state['G']['param_groups'][0]
+    assert group['base_lr'] == pytest.approx(G_lr) and group['lr'] == pytest.approx(G_lr * 0.5)
+    assert state['D']['param_groups'][0]['lr'] == pytest.approx(presets.resolve_preset('tiny', 16, 1)['lrate'] * 16 / 17)
