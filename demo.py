@@ -64,6 +64,7 @@ SG3_NOTE = ('class-conditional baseline skipped: it grafts a one-hot class embed
             '(training.class_conditional.graft); StyleGAN3 generators are not supported there yet')
 # Not official (README, "The demo"): train.py options of every demo run, measured with
 # scripts.bench_demo_quality; the class-conditional run has no subspaces, so no subspace_distance.
+SUBSPACE_SETTINGS = ('subspace_distance',)      # options the class-conditional run has no use for
 DEMO_SETTINGS = dict(
     glr=0.005,                 # G's Adam learning rate (the `tiny` preset: 0.0025)
     g_beta1=0.9,               # G's Adam beta1 (official: 0)
@@ -72,7 +73,9 @@ DEMO_SETTINGS = dict(
     lambda_src=0.0,            # source GAN loss, Eq. 5 (official: 1): with G's beta1 0.9 it diverges
     lambda_recon_l2=1.0,       # replay alignment weights, Eq. 6 (official: 10 and 10); the fine-tune
     lambda_recon_lpips=1.0,    # baseline keeps them at 0
-)
+    replay_noise='shared',     # the frozen replay render draws the trained render's noise (official: its own)
+    resume_from_ema=True,      # every run starts from the source's G_ema, the network the metrics compare to
+)                              # (official: its G; the two differ by L2 0.067, the old drift floor)
 
 # ---------------------------------------------------------------------------------------------
 
@@ -155,7 +158,7 @@ def run_expansion(outdir: str, cfg_path: str, data_zip: str, steps: int, batch: 
     `settings`: extra train.py options (DEMO_SETTINGS; None or {} = the official ones).
     """
     lambdas = dict(lambda_src=0, lambda_recon_l2=0, lambda_recon_lpips=0) if baseline else {}
-    extra = {k: v for k, v in (settings or {}).items() if not (class_conditional and k == 'subspace_distance')}
+    extra = {k: v for k, v in (settings or {}).items() if not (class_conditional and k in SUBSPACE_SETTINGS)}
     options = run_options.setup_training_options(
         outdir=outdir, data=data_zip, resume=source_pkl, expansion_cfg_file=cfg_path, cfg='tiny', batch=batch,
         kimg=steps * batch / 1000, tick=steps * batch / 1000, snap=1, metrics='none', seed=seed, aug='noaug',
@@ -342,7 +345,8 @@ def summary_table(metrics: dict) -> str:
     """The headline numbers as a few Markdown tables (base drift; each domain's error, R^2, leakage)."""
     base = metrics['base']
     settings = metrics.get('settings', 'official')
-    settings = ', '.join(f'{k} {v:g}' for k, v in settings.items()) if isinstance(settings, dict) else settings
+    settings = (', '.join(f'{k} {v:g}' if isinstance(v, float) else f'{k} {v}' for k, v in settings.items())
+                if isinstance(settings, dict) else settings)
     lines = [f"{metrics['steps']} steps, batch {metrics['batch']}, {metrics['seconds']:.0f} s of training; "
              f"settings: {settings}; LPIPS backbone: {metrics['lpips_backbone']}", '',
              '| base drift vs source | expansion | fine-tune | class-conditional |', '|---|---:|---:|---:|']

@@ -93,6 +93,9 @@ from training.run_options import setup_training_options
               '[default: 1]', type=float, metavar='FLOAT')
 @click.option('--glr_decay', help='Not official: decay G\'s learning rate linearly to 0 over this last fraction of '
               '--kimg [default: 0, constant]', type=float, metavar='FRACTION')
+@click.option('--resume_from_ema', help='Not official: start the trained G (and the expansion\'s frozen replay copy) '
+              'from the --resume pickle\'s G_ema instead of its G [default: 0]', type=bool, default=False,
+              metavar='BOOL')
 def main(outdir, dry_run, gpus, wandb_mode, **flags):
     """Train a StyleGAN2-ADA network (or expand one with --expansion_cfg_file).
 

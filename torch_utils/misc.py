@@ -177,3 +177,15 @@ def load_error_summary(err: Exception) -> str:
         text = text.split('WeightsUnpickler error:', 1)[1]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return f'{type(err).__name__}: {lines[0]}' if lines else type(err).__name__
+
+
+def rng_state(device: torch.device) -> tuple:
+    """The CPU (and, on CUDA, that device's) RNG state: restore it with set_rng_state to draw the
+    same random numbers again (e.g. the same noise inputs for a second render)."""
+    return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == 'cuda' else None)
+
+
+def set_rng_state(device: torch.device, state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)

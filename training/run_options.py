@@ -49,7 +49,7 @@ def setup_training_options(
     wandb_name=None, wandb_tags=None, expansion_cfg_file=None, latent_factors_path=None, subspace_distance=None,
     lambda_src=None, lambda_expand=None, lambda_recon_l2=None, lambda_recon_lpips=None, replay_noise=None,
     outdir=None, subset=None, class_conditional=False, glr=None, g_beta1=None, affine_lr_mult=None,
-    glr_decay=None,
+    glr_decay=None, resume_from_ema=False,
 ) -> dnnlib.EasyDict:
     """Validate the train.py flags and resolve them into the training options (no run_dir yet).
 
@@ -111,6 +111,11 @@ def setup_training_options(
     opts.ema_kimg = spec['ema']
     opts.ema_rampup = None if from_pickle else spec['ramp']
     opts.resume_pkl = None if resume in RESUME_NONE else resume
+    if resume_from_ema:                     # not official; only stored when on (old runs still match)
+        if not from_pickle:
+            raise OptionError('--resume_from_ema needs --resume PKL: it starts the trained G from that pickle\'s '
+                              'G_ema (a continued run keeps its own G)')
+        opts.resume_from_ema = True
     opts.cudnn_benchmark = not nobench
     opts.allow_tf32 = bool(allow_tf32)
     opts.grid_size = list(spec['grid_size'] or presets.default_grid_size(arch['img_resolution']))
@@ -404,8 +409,7 @@ def _switch_to_class_conditional(opts, cfg, latent_factors_path, subspace_distan
     """--class_conditional 1: the paper's Appendix B baseline instead of expansion. G gains a
     one-hot class input (class 0 = source, class k + 1 = task k); same tasks and lambdas."""
     given = [flag for flag, value in (('--latent_factors_path', latent_factors_path),
-                                      ('--subspace_distance', subspace_distance), ('--replay_noise', replay_noise))
-             if value is not None]
+                                      ('--subspace_distance', subspace_distance)) if value is not None]
     if given:
         raise OptionError(f'{", ".join(given)}: subspace option(s) of domain expansion; the class-conditional '
                           f'baseline has no subspaces, drop them or --class_conditional')
@@ -414,7 +418,8 @@ def _switch_to_class_conditional(opts, cfg, latent_factors_path, subspace_distan
         opts.G_kwargs = graft.conditional_G_kwargs(opts.G_kwargs, len(cfg.tasks) + 1)
     except ValueError as e:
         raise OptionError(f'--class_conditional: {e}') from None
-    keep = ('expansion_cfg', 'resume_pkl', 'lambda_src', 'lambda_expand', 'lambda_recon_l2', 'lambda_recon_lpips')
+    keep = ('expansion_cfg', 'resume_pkl', 'lambda_src', 'lambda_expand', 'lambda_recon_l2', 'lambda_recon_lpips',
+            'replay_noise')
     opts.loss_kwargs = dict(class_name='training.class_conditional.loss.ClassConditionalLoss',
                             **{k: v for k, v in opts.loss_kwargs.items() if k in keep or k in (
                                 'r1_gamma', 'style_mixing_prob', 'pl_weight')})

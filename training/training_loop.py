@@ -186,7 +186,12 @@ def _load_initial_weights(opts, continue_pkl, G, D, G_ema, log) -> tuple[dict | 
         loss_class = dnnlib.util.get_obj_by_name(opts.loss_kwargs['class_name'])
         load = getattr(loss_class, 'load_resume_networks', loop_setup.load_networks_from)
         load(data, G, D, G_ema, opts.resume_pkl)
-        log(f'Resuming weights from {opts.resume_pkl} (counters, optimizer state and ADA p start fresh; '
+        if opts.get('resume_from_ema'):
+            # Not official (--resume_from_ema): the trained G starts as the pickle's G_ema, the network
+            # users render, so the loss's frozen replay copy (made from G after this) is G_ema too.
+            misc.copy_params_and_buffers(G_ema, G, require_all=True)
+        log(f'Resuming weights from {opts.resume_pkl}{" (G from its G_ema)" if opts.get("resume_from_ema") else ""} '
+            f'(counters, optimizer state and ADA p start fresh; '
             f're-run the same command or use --resume latest to continue a run exactly)')
         return None, data
     return None, None

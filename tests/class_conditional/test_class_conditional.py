@@ -89,6 +89,32 @@ def test_gradients_reach_the_generator_only_and_the_class_columns():
     assert all(p.grad is None for p in loss.G_frozen.parameters())
 
 
+def test_shared_replay_noise_makes_the_step_zero_replay_vanish():
+    """At step 0 class 0 is the frozen parent: with the same noise draws (shared) the replay L2
+    leaves only float rounding (the trained G renders in training mode, the frozen one in eval
+    mode: other kernels), so its gradient is tiny; with its own draws (independent, official) not."""
+    grads = {}
+    for replay_noise in ('independent', 'shared'):
+        torch.manual_seed(0)
+        parent, G = grafted()
+        with torch.no_grad():
+            for name, p in G.synthesis.named_parameters():
+                if name.endswith('noise_strength'):
+                    p.fill_(0.5)                                # init is 0: noise would not show
+        G.train().requires_grad_(True)
+        loss, _ = make_loss(G, lambda_src=0, lambda_expand=0, replay_noise=replay_noise)
+        loss.accumulate_gradients('G_classes', None, None, torch.randn([4, 6]), torch.zeros([4, 3]), gain=1,
+                                  cur_nimg=0)
+        grads[replay_noise] = sum(float(p.grad.abs().sum()) for p in G.synthesis.parameters() if p.grad is not None)
+    assert grads['independent'] > 0.01 and grads['shared'] < 1e-4 * grads['independent'], grads
+
+
+def test_replay_noise_value_is_checked():
+    _, G = grafted()
+    with pytest.raises(ValueError, match="replay_noise must be 'independent' or 'shared'"):
+        make_loss(G, replay_noise='same')
+
+
 @pytest.fixture(scope='module')
 def parent_pkl(tmp_path_factory):
     folder = tmp_path_factory.mktemp('parent')

@@ -30,6 +30,11 @@ def test_demo_writes_metrics_and_grid(tmp_path):
     with open(os.path.join(os.path.dirname(metrics['expanded_snapshot']), 'training_options.json')) as f:
         G_opt = json.load(f)['G_opt_kwargs']             # the demo's settings reached the G optimizer
     assert G_opt['lr'] == demo.DEMO_SETTINGS['glr'] and G_opt['affine_lr_mult'] == demo.DEMO_SETTINGS['affine_lr_mult']
+    for run in ('expanded', 'class_conditional'):       # both start from G_ema and replay with shared noise
+        pkl = metrics['expanded_snapshot'] if run == 'expanded' else metrics['class_conditional_snapshot']
+        with open(os.path.join(os.path.dirname(pkl), 'training_options.json')) as f:
+            options = json.load(f)
+        assert options['resume_from_ema'] is True and options['loss_kwargs']['replay_noise'] == 'shared', run
     for name in names:
         entry = metrics['domains'][name]
         assert entry['type'] == ('MyStyle' if name == 'sepia_person' else 'Transform')

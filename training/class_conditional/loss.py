@@ -18,6 +18,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from torch_utils import misc
 from torch_utils import training_stats
 from training.class_conditional import graft
 from training.expansion import constants
@@ -49,6 +50,7 @@ class ClassConditionalLoss(Loss):
         lambda_recon_l2 = constants.LAMBDA_RECON_L2,  # Replay alignment of class 0, L2; 0 = off.
         lambda_recon_lpips = constants.LAMBDA_RECON_LPIPS,  # Replay alignment of class 0, LPIPS; 0 = off.
         lpips_net = 'alex',             # LPIPS backbone for replay alignment.
+        replay_noise = 'independent',   # 'independent' (official) or 'shared' noise for the frozen render.
         lpips_random_backbone = False,  # True: random-init LPIPS backbone (offline demo; reported).
         style_mixing_prob = 0.9,        # Path-length phase only.
         r1_gamma = 10.0,                # R1 weight; 0 = off.
@@ -66,6 +68,9 @@ class ClassConditionalLoss(Loss):
         for name in ('lambda_src', 'lambda_expand', 'lambda_recon_l2', 'lambda_recon_lpips'):
             if not getattr(self, name) >= 0:
                 raise ValueError(f'--{name} must be >= 0, got {getattr(self, name)}')
+        if replay_noise not in ('independent', 'shared'):
+            raise ValueError(f"replay_noise must be 'independent' or 'shared', got {replay_noise!r}")
+        self.replay_noise = replay_noise
         self.config = parse_expansion_config(expansion_cfg, w_dim=int(G_mapping.w_dim),
                                              img_resolution=G_synthesis.img_resolution,
                                              img_channels=G_synthesis.img_channels)
@@ -202,6 +207,9 @@ class ClassConditionalLoss(Loss):
         """Eq. 11 (task k's loss on class k + 1, base = class 0 of the same z) + Eq. 10's replay."""
         n = gen_z.shape[0]
         w0, wk, groups = self.sample_latents(gen_z) if self.tasks else (self.class_w(gen_z, 0, True), None, [])
+        shared = self.replay_noise == 'shared' and self.G_frozen is not None
+        # Without tasks base_img is the replayed render, so its noise draws are the ones to repeat.
+        rng_state = misc.rng_state(self.device) if shared and not self.tasks else None
         base_img = self.G_synthesis(broadcast_ws(w0, self.G_synthesis.num_ws), noise_mode='random')
         total = base_img.new_zeros([])
         if self.lambda_expand > 0 and groups:
@@ -215,10 +223,17 @@ class ClassConditionalLoss(Loss):
             training_stats.report('Loss/expand', expand)
             total = total + self.lambda_expand * expand
         if self.G_frozen is not None:
+            source_img = None
+            if shared and self.tasks:
+                rng_state = misc.rng_state(self.device)
+                source_img = self.render(gen_z, graft.SOURCE_CLASS)
             with torch.no_grad():
                 c0 = graft.class_labels(graft.SOURCE_CLASS, n, self.num_classes, gen_z.device)
+                if rng_state is not None:
+                    misc.set_rng_state(self.device, rng_state)   # the same noise draws as the replayed render
                 target = self.G_frozen(gen_z, c0, noise_mode='random')           # the parent's image of z
-            source_img = base_img if not self.tasks else self.render(gen_z, graft.SOURCE_CLASS)
+            if source_img is None:
+                source_img = base_img if not self.tasks else self.render(gen_z, graft.SOURCE_CLASS)
             if self.lambda_recon_l2 > 0:
                 l2 = F.mse_loss(source_img, target)                                # Eq. 10 replay, L2
                 training_stats.report('Loss/recon_l2', l2)

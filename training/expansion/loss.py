@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from torch_utils import misc
 from torch_utils import training_stats
 from training.expansion import constants
 from training.expansion import evaluation
@@ -304,7 +305,7 @@ class DomainExpansionLoss(Loss):
         n = gen_z.shape[0]
         w, task_index, groups = self.sample_latents(gen_z, gen_c)
         base_w = self.subspaces.project_base(w, self.G_mapping.w_avg)            # Eq. 1
-        rng_state = _rng_state(self.device) if self.replay_noise == 'shared' else None
+        rng_state = misc.rng_state(self.device) if self.replay_noise == 'shared' else None
         base_img = self.G_synthesis(self.broadcast(base_w), noise_mode='random')
         total = base_img.new_zeros([])
 
@@ -328,7 +329,7 @@ class DomainExpansionLoss(Loss):
         if self.G_synthesis_frozen is not None:
             with torch.no_grad():
                 if rng_state is not None:
-                    _set_rng_state(self.device, rng_state)  # same noise draws as base_img
+                    misc.set_rng_state(self.device, rng_state)  # same noise draws as base_img
                 target = self.G_synthesis_frozen(self.broadcast(base_w.detach()), noise_mode='random')
             if self.lambda_recon_l2 > 0:
                 l2 = F.mse_loss(base_img, target)                                  # Eq. 6, L2 term
@@ -387,14 +388,3 @@ def _same_on_every_rank(basis: torch.Tensor) -> torch.Tensor:
         torch.distributed.broadcast(shared, src=0)
         basis = shared.cpu()
     return basis
-
-
-def _rng_state(device):
-    return (torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == 'cuda' else None)
-
-
-def _set_rng_state(device, state):
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
-
