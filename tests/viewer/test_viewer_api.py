@@ -29,6 +29,7 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 
 EXPANDED_PKL = ('stylegan2_tiny', 'tiny32_expanded_snapshot.pkl')
 PLAIN_PKL = ('stylegan2_tiny', 'tiny32_snapshot.pkl')
+SG3_PKL = 'sg3t_tiny32_snapshot.pkl'        # StyleGAN3 config T (issue 17)
 TOOLS = {'generate.py': generate, 'generate_aligned.py': generate_aligned, 'traverse.py': traverse}
 
 
@@ -232,3 +233,13 @@ def test_allow_task_import_is_repeated_in_the_commands(tmp_path, capsys):
     command = model.command_line(request)
     assert '--allow-task-import' in command
     run_command(command, tmp_path, capsys, model.render(request))
+
+
+def test_stylegan3_generator_renders_like_generate_py(tmp_path, capsys):
+    """The viewer takes a StyleGAN3 pickle (issue 17): its render equals generate.py's."""
+    with running_viewer(require_fixtures('stylegan3_tiny', SG3_PKL)) as server:
+        image, command = render(server, seed=3, trunc=1)
+        status, _, body = http_get(f'{server.url}api/domains')
+    assert status == 200 and json.loads(body) == dict(domains=[], resolution=32)
+    assert command.startswith('python generate.py ')
+    run_command(command, tmp_path, capsys, image)
