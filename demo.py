@@ -64,7 +64,6 @@ SG3_NOTE = ('class-conditional baseline skipped: it grafts a one-hot class embed
             '(training.class_conditional.graft); StyleGAN3 generators are not supported there yet')
 # Not official (README, "The demo"): train.py options of every demo run, measured with
 # scripts.bench_demo_quality; the class-conditional run has no subspaces, so no subspace_distance.
-SUBSPACE_SETTINGS = ('subspace_distance',)      # options the class-conditional run has no use for
 DEMO_SETTINGS = dict(
     glr=0.005,                 # G's Adam learning rate (the `tiny` preset: 0.0025)
     g_beta1=0.9,               # G's Adam beta1 (official: 0)
@@ -158,7 +157,7 @@ def run_expansion(outdir: str, cfg_path: str, data_zip: str, steps: int, batch: 
     `settings`: extra train.py options (DEMO_SETTINGS; None or {} = the official ones).
     """
     lambdas = dict(lambda_src=0, lambda_recon_l2=0, lambda_recon_lpips=0) if baseline else {}
-    extra = {k: v for k, v in (settings or {}).items() if not (class_conditional and k in SUBSPACE_SETTINGS)}
+    extra = {k: v for k, v in (settings or {}).items() if not (class_conditional and k == 'subspace_distance')}
     options = run_options.setup_training_options(
         outdir=outdir, data=data_zip, resume=source_pkl, expansion_cfg_file=cfg_path, cfg='tiny', batch=batch,
         kimg=steps * batch / 1000, tick=steps * batch / 1000, snap=1, metrics='none', seed=seed, aug='noaug',

@@ -157,7 +157,8 @@ def build_optimizers(loss: Loss, G, D, G_opt_kwargs: dict, D_opt_kwargs: dict,
     An `affine_lr_mult` entry of the optimizer kwargs (not official; absent = 1) is no optimizer
     argument: it puts that network's affine (style) layers in a second parameter group whose
     learning rate is the (rescaled) lr times it. Nor is `lr_decay` (not official; absent = 0):
-    the fraction of the run over which training.lr_schedule decays every group's rate to 0. Returns ({'G': opt, 'D': opt}, {'G': params, 'D': params}).
+    the fraction of the run over which training.lr_schedule decays every group's rate to 0.
+    Returns ({'G': opt, 'D': opt}, {'G': params, 'D': params}).
     """
     optimizers, params = {}, {}
     for name, module, opt_kwargs, reg_interval in (('G', G, G_opt_kwargs, G_reg_interval),

@@ -3,8 +3,8 @@
 The official code keeps every learning rate constant. With Adam each step moves a weight by
 about lr whatever the size of its gradient, so at a constant rate the weights keep jittering
 around their optimum; a short expansion run stops wherever the jitter is. Decaying the rate over
-the end of the run lets them settle: on the demo generator the base drift halves and every
-Transform domain's R^2 rises (README, "The demo"; scripts.bench_demo_quality).
+the end of the run lets them settle: in scripts.bench_demo_quality on the demo generator the base
+drift halves and every Transform domain's R^2 rises (README, "The demo").
 
 The fraction is stored in the optimizer's param groups ('lr_decay', beside 'base_lr'), so a
 continued run, which restores the optimizer state, keeps the schedule of the run it continues.

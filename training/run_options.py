@@ -423,6 +423,8 @@ def _switch_to_class_conditional(opts, cfg, latent_factors_path, subspace_distan
     opts.loss_kwargs = dict(class_name='training.class_conditional.loss.ClassConditionalLoss',
                             **{k: v for k, v in opts.loss_kwargs.items() if k in keep or k in (
                                 'r1_gamma', 'style_mixing_prob', 'pl_weight')})
+    if opts.loss_kwargs.get('replay_noise') == 'independent':
+        del opts.loss_kwargs['replay_noise']     # the loss's default: earlier runs' options still match
 
 
 def _augment_options(aug, p, target, augpipe, from_pickle: bool) -> dict:

@@ -136,6 +136,7 @@ def test_a_short_run_with_data_writes_a_snapshot_that_generate_renders(tmp_path,
         lambda_recon_lpips=0)
     assert opts.loss_kwargs['class_name'] == 'training.class_conditional.loss.ClassConditionalLoss'
     assert opts.G_kwargs['c_dim'] == 2
+    assert 'replay_noise' not in opts.loss_kwargs          # the default is not recorded: older runs still match
     opts.logging['tensorboard'] = False
     launch.launch_training(opts, str(tmp_path / 'out'), print_options=False)
     pkl = sorted(glob.glob(str(tmp_path / 'out' / '*' / 'network-snapshot-*.pkl')))[-1]
