@@ -24,7 +24,7 @@ from training.encoder.parameterizations import PARAMETERIZATIONS
 @click.command()
 @click.option('--network', 'network_pkl', required=True, metavar='PKL', help='Source generator pickle.')
 @click.option('--outdir', required=True, metavar='DIR', help='Where to write encoder-snapshot.pt.')
-@click.option('--steps', type=int, default=2000, show_default=True, help='Adam steps.')
+@click.option('--steps', type=int, default=4000, show_default=True, help='Adam steps.')
 @click.option('--seed', type=int, default=0, show_default=True, help='Random seed.')
 @click.option('--parameterization', type=click.Choice(list(PARAMETERIZATIONS)), default='rgb_affine', show_default=True,
               help='What theta is (channel_scale and style_offset render through G at every step: slower).')

@@ -28,7 +28,7 @@ SEED_NAME_RE = re.compile(r'^seed(\d+)\.(png|jpe?g)$', re.IGNORECASE)
 
 #----------------------------------------------------------------------------
 
-def train(network_pkl: str, outdir: str, steps: int = 2000, seed: int = 0, parameterization: str = 'rgb_affine',
+def train(network_pkl: str, outdir: str, steps: int = 4000, seed: int = 0, parameterization: str = 'rgb_affine',
           device='cpu', log=print, backbone: str = 'stats', losses: str = 'pixel', clip_model: str = 'ViT-B/32',
           clip_cache_dir: str = None, shared_models=None) -> str:
     """Train an encoder for the source `network_pkl`; returns the snapshot's absolute path.

@@ -29,7 +29,7 @@ from training.encoder.parameterizations import RgbAffine
 
 @dataclasses.dataclass
 class EncoderTrainingOptions:
-    steps:              int = 2000      # Adam steps.
+    steps:              int = 4000      # Adam steps.
     seed:               int = 0         # Pool latents, domains, minibatches and initial weights.
     domains_per_step:   int = 8         # B.
     max_references:     int = 4         # K is drawn from 1..max_references each step.
