@@ -7,7 +7,9 @@ to the subspace distance s and beyond:
 
 writes `out/traverse_dimDDD_<name>.png` (rows: seeds, columns: steps) and optionally an
 animation (one frame per step, the seeds side by side; GIF needs only Pillow, MP4 needs the
-imageio-ffmpeg package).
+imageio-ffmpeg package). A parameterised domain (trained as theta, named by its task name) is
+traversed by scaling theta from the identity: steps are strengths (0 = source, 1 = the domain,
+default 0:1:7) and the grid is `out/traverse_theta_<name>.png`.
 
 Composition (paper Sec. 4.4): base + the weighted sum of several directions:
 
@@ -39,8 +41,11 @@ VIDEO_EXTENSIONS = ('.gif', '.mp4')
 # Option parsing
 
 
-def parse_steps(text: str | None, subspace_distance: float) -> np.ndarray:
-    """'start:stop:count' -> `count` evenly spaced distances; None = 0 to s in 7 steps."""
+def parse_steps(text: str | None, subspace_distance: float, end_name: str = 's') -> np.ndarray:
+    """'start:stop:count' -> `count` evenly spaced distances; None = 0 to s in 7 steps.
+
+    `end_name`: what the domain's end point is called in messages ('s', or 'strength' for theta).
+    """
     if text is None:
         return np.linspace(0, subspace_distance, 7)
     parts = str(text).split(':')
@@ -50,7 +55,7 @@ def parse_steps(text: str | None, subspace_distance: float) -> np.ndarray:
         start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
     except ValueError:
         raise dnnlib.util.UserError(f"--steps: cannot parse '{text}'; use start:stop:count, e.g. "
-                                    f"0:{subspace_distance:g}:7 (stop may exceed s = {subspace_distance:g})") from None
+                                    f"0:{subspace_distance:g}:7 (stop may exceed {end_name} = {subspace_distance:g})") from None
     if count < 1:
         raise dnnlib.util.UserError(f"--steps: count must be at least 1 in '{text}'")
     return np.linspace(start, stop, count)
@@ -119,14 +124,14 @@ def write_video(frames: np.ndarray, path: str, fps: float) -> None:
 def traverse(network_pkl: str, seeds: list[int], domain, outdir: str, steps: str | None = None,
              truncation_psi: float = 1.0, class_idx: int | None = None, video: str | None = None,
              fps: float = 8.0, device: torch.device = torch.device('cpu'), allow_task_import: bool = False) -> dict:
-    """Render each seed along one domain's direction and write the grid (and animation).
+    """Render each seed along one domain's direction (or theta's strength) and write the grid (and animation).
 
     Args:
         network_pkl:    expanded snapshot (path or URL).
         seeds:          z = np.random.RandomState(seed).randn(1, z_dim) per seed.
-        domain:         task name or repurposed dim.
+        domain:         task name or repurposed dim; or the task name of a parameterised domain.
         outdir:         output folder (created after every option is validated).
-        steps:          'start:stop:count' distances; None = 0:s:7.
+        steps:          'start:stop:count' distances; None = 0:s:7 (theta strengths: 0:1:7).
         truncation_psi: truncation of the mapping (1 = none).
         class_idx:      class of a conditional network.
         video:          path of an animation (.gif or .mp4), or None.
@@ -141,12 +146,21 @@ def traverse(network_pkl: str, seeds: list[int], domain, outdir: str, steps: str
     if fps <= 0:
         raise dnnlib.util.UserError(f'--fps: must be positive, got {fps}')
     eg, c = _load(network_pkl, seeds, class_idx, device, allow_task_import)
-    k = eg.domain_index(domain, '--domain')
-    distances = parse_steps(steps, eg.subspace_distance)
-    images = eg.render_traverse(seeds_to_ws(eg, seeds, c, truncation_psi), k, distances)  # [S, N, C, H, W]
+    ks, js = eg.select_domains(domain, '--domain')
+    if len(ks) + len(js) != 1:
+        raise dnnlib.util.UserError(f"--domain: give one domain, got '{domain}'")
+    ws = seeds_to_ws(eg, seeds, c, truncation_psi)
+    if js:                                                                  # theta from identity to the domain
+        distances = parse_steps(steps, 1.0, 'strength')
+        images = torch.stack([eg.render_theta(ws, js[0], float(a)) for a in distances])  # [S, N, C, H, W]
+        folder = eg.theta_folder_name(js[0])
+    else:
+        distances = parse_steps(steps, eg.subspace_distance)
+        images = eg.render_traverse(ws, ks[0], distances)                   # [S, N, C, H, W]
+        folder = eg.folder_name(ks[0])
     pixels = np.stack([image_utils.to_uint8(step_images) for step_images in images], axis=1)  # [N, S, H, W, C]
     os.makedirs(outdir, exist_ok=True)
-    grid_path = os.path.join(outdir, f'traverse_{eg.folder_name(k)}.png')
+    grid_path = os.path.join(outdir, f'traverse_{folder}.png')
     image_utils.save_png_atomic(image_utils.make_grid(list(pixels), row_labels=[f'seed {s}' for s in seeds]), grid_path)
     if video is not None:
         frames = np.stack([np.asarray(image_utils.make_grid([pixels[:, t]], pad=0)) for t in range(len(distances))])
@@ -220,8 +234,9 @@ def _pair_grids(eg: ExpandedGenerator, ws: torch.Tensor, seeds: list[int], a: in
 @click.command()
 @click.option('--network', 'network_pkl', required=True, help='Expanded network pickle: local path or URL.')
 @click.option('--seeds', required=True, help="Seeds, e.g. '0-7' or '1,5,9-12'.")
-@click.option('--domain', default=None, metavar='NAME_OR_DIM', help='Traverse this domain\'s direction.')
-@click.option('--steps', default=None, metavar='START:STOP:COUNT', help='Traversal distances  [default: 0:s:7]')
+@click.option('--domain', default=None, metavar='NAME_OR_DIM', help='Traverse this domain\'s direction (or a theta domain\'s strength).')
+@click.option('--steps', default=None, metavar='START:STOP:COUNT',
+              help='Traversal distances  [default: 0:s:7; theta domains: strengths 0:1:7]')
 @click.option('--video', default=None, metavar='FILE', help='Also write the traversal as .gif or .mp4.')
 @click.option('--fps', type=float, default=8.0, show_default=True, help='Animation frames per second.')
 @click.option('--compose', 'compose_weights', default=None, metavar='NAME=W,...',

@@ -1,6 +1,6 @@
 """Parameterised domains inside expansion configs (training/expansion/theta_domains.py, issue 14):
 config validation, identity at step 0, gradients that reach theta only, the snapshot round trip,
-resume, generate_aligned rows and a short training run that fits a theta domain."""
+resume, generate_aligned rows, traverse.py's strength walk and a short training run that fits a theta domain."""
 
 import copy
 
@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+import dnnlib
 from generate_aligned import generate_aligned
+from traverse import traverse
 from image_compare import assert_images_close
 from tiny_nets import tiny_discriminator, tiny_generator
 from training.expansion import evaluation
@@ -178,6 +180,32 @@ def test_generate_aligned_renders_theta_domain_rows(G, tmp_path):
         base = render(eg.G.synthesis, eg.project_base(eg.map(z, torch.zeros([1, 0]))))
         expected = torch.stack([base[:, 2], base[:, 1], base[:, 0]], dim=1) + torch.tensor([0.1, 0, -0.1]).reshape(1, 3, 1, 1)
         assert_images_close(path, ((expected * 127.5 + 128).clamp(0, 255)).to(torch.uint8)[0].permute(1, 2, 0).numpy())
+
+def test_traverse_walks_theta_strength_from_source_to_domain(G, tmp_path):
+    loss = make_loss(G, mixed_cfg('rgb_affine'))
+    with torch.no_grad():
+        loss.theta_domains.thetas[0].copy_(torch.tensor([0, 0, 1, 0, 1, 0, 1, 0, 0, 0.1, 0, -0.1]))  # swap R, B
+    pkl = _expanded_snapshot(G, loss, tmp_path / 'expanded.pkl')
+    eg = load_expanded_generator(pkl)
+    ws = torch.cat([eg.map(torch.from_numpy(np.random.RandomState(s).randn(1, W_DIM)), torch.zeros([1, 0])) for s in [0, 1]])
+    source, half, domain = (eg.render_theta(ws, 0, a) for a in (0.0, 0.5, 1.0))
+    torch.testing.assert_close(source, render(eg.G.synthesis, eg.project_base(ws)), rtol=0, atol=1e-6)
+    assert (domain - source).abs().max() > 0.1                              # the domain really differs
+    torch.testing.assert_close(half, (source + domain) / 2, rtol=0, atol=1e-5)  # rgb_affine is affine in theta
+
+    result = traverse(pkl, [0, 1], 'grayscale', str(tmp_path / 'walk'), steps='0:1:3')
+    assert result['grid'].endswith('traverse_theta_grayscale.png') and result['steps'] == [0.0, 0.5, 1.0]
+    assert result['images'].shape == (2, 3, G.img_resolution, G.img_resolution, 3)   # [seeds, steps, H, W, C]
+    aligned = generate_aligned(pkl, [0, 1], str(tmp_path / 'aligned'), grid=False, progress=False)
+    for n in range(2):
+        assert_images_close(aligned['base'][n], result['images'][n, 0])
+        assert_images_close(aligned['theta_grayscale'][n], result['images'][n, 2])
+    direction = traverse(pkl, [0], 'negative', str(tmp_path / 'dir'), steps='0:20:2')
+    assert direction['grid'].endswith('traverse_dim007_negative.png')
+    with pytest.raises(dnnlib.util.UserError, match='--domain: give one domain'):
+        traverse(pkl, [0], 'grayscale,negative', str(tmp_path / 'two'))
+    with pytest.raises(dnnlib.util.UserError, match='strength = 1'):
+        traverse(pkl, [0], 'grayscale', str(tmp_path / 'bad'), steps='0:1')
 
 #----------------------------------------------------------------------------
 # Training.

@@ -249,10 +249,11 @@ class ExpandedGenerator:
         return self.synthesize(base), [self.synthesize(edits[0, k]) for k in ks]
 
     @torch.no_grad()
-    def render_theta(self, ws: torch.Tensor, j: int) -> torch.Tensor:
-        """Parameterised domain j: its theta applied to the base projection of `ws`; images [N, C, H, W]."""
+    def render_theta(self, ws: torch.Tensor, j: int, strength: float = 1.0) -> torch.Tensor:
+        """Parameterised domain j: its theta (scaled from identity by `strength`, 1 = the domain)
+        applied to the base projection of `ws`; images [N, C, H, W]."""
         base = self.project_base(ws.to(self.device))                            # Eq. 1
-        return self.theta_domains.render(self.G.synthesis, base, j)
+        return self.theta_domains.render(self.G.synthesis, base, j, strength=strength)
 
     @torch.no_grad()
     def render_traverse(self, ws: torch.Tensor, k: int, steps) -> torch.Tensor:

@@ -110,9 +110,19 @@ class ThetaDomains(torch.nn.Module):
             return torch.func.functional_call(G_synthesis, detached, (ws_base,), dict(noise_mode=noise_mode))
 
     @torch.no_grad()
-    def render(self, G_synthesis, w_base: torch.Tensor, j: int, noise_mode: str = 'const') -> torch.Tensor:
-        """Images `[N, C, H, W]` of base latents W `[N, w_dim]` or W+ in domain j (chunked, no grad)."""
-        with self.parameterization(j, G_synthesis).applied(self.thetas[j].detach()):
+    def render(self, G_synthesis, w_base: torch.Tensor, j: int, noise_mode: str = 'const',
+               strength: float = 1.0) -> torch.Tensor:
+        """Images `[N, C, H, W]` of base latents W `[N, w_dim]` or W+ in domain j (chunked, no grad).
+
+        `strength` walks theta on the line from identity: theta_id + strength * (theta_j - theta_id),
+        so 0 renders the source, 1 the domain (the traversal of a parameterised domain).
+        """
+        parameterization = self.parameterization(j, G_synthesis)
+        theta = self.thetas[j].detach()
+        if strength != 1.0:
+            identity = parameterization.identity(theta.device)
+            theta = identity + float(strength) * (theta - identity)
+        with parameterization.applied(theta):
             return render(G_synthesis, w_base, noise_mode)
 
     def snapshot_entries(self) -> list:
