@@ -18,7 +18,8 @@ EXPANDED_PKL = ('stylegan2_tiny', 'tiny32_expanded_snapshot.pkl')
 
 
 def test_command_serves_and_stops_on_ctrl_c():
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    # PYTHONFAULTHANDLER: should it ever hang after Ctrl+C, SIGABRT makes it print every thread's stack.
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', PYTHONFAULTHANDLER='1')
     proc = subprocess.Popen([sys.executable, 'viewer.py', '--network', str(require_fixtures(*EXPANDED_PKL)),
                              '--port', '0'], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -31,7 +32,11 @@ def test_command_serves_and_stops_on_ctrl_c():
         status, headers, _ = http_get(url + 'api/render?seed=0&domains=dim031:1')
         assert status == 200 and headers['Content-Type'] == 'image/png'
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            pytest.fail('viewer did not stop within 30 s of SIGINT; its output and stacks:\n' + proc.communicate(timeout=30)[0])
     finally:
         if proc.poll() is None:
             proc.kill()
