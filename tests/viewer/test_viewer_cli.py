@@ -22,7 +22,10 @@ def test_command_serves_and_stops_on_ctrl_c():
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', PYTHONFAULTHANDLER='1')
     proc = subprocess.Popen([sys.executable, 'viewer.py', '--network', str(require_fixtures(*EXPANDED_PKL)),
                              '--port', '0'], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            # A shell starts background jobs with SIGINT ignored, and Python keeps an inherited
+                            # SIG_IGN: give the viewer a terminal's default, as a user's Ctrl+C meets it.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         assert line.startswith('Serving ') and ' at http://127.0.0.1:' in line, line
